@@ -38,7 +38,7 @@ def job_leases(job_id: str) -> str:
 
 
 def job_done(job_id: str) -> str:
-    """Set of chunk ids whose completion was accepted."""
+    """Hash chunk id -> committed generation, for chunks whose completion was accepted."""
     return _job(job_id, "done")
 
 
@@ -52,14 +52,18 @@ def job_counts(job_id: str) -> str:
     return _job(job_id, "counts")
 
 
-def job_chunk(job_id: str, chunk_id: str) -> str:
-    """Hash: state, attempts, owner, pool, generation, committed generation, last error."""
-    return _job(job_id, f"chunk:{chunk_id}")
+def job_chunks(job_id: str) -> str:
+    """Hash chunk id -> JSON record {state, attempts, gen, owner, pool, committed, error}.
+
+    One hash for all chunks (not one key per chunk) so that claim and reap, which
+    find their chunk ids inside the script, still touch only keys passed in KEYS.
+    """
+    return _job(job_id, "chunks")
 
 
-def job_chunk_prefix(job_id: str) -> str:
-    """Prefix shared by every chunk hash of a job (for SCAN on deletion)."""
-    return _job(job_id, "chunk:")
+def job_prefix(job_id: str) -> str:
+    """Prefix shared by every key of a job (for SCAN on deletion)."""
+    return _job(job_id, "")
 
 
 def job_draining(job_id: str) -> str:
@@ -93,9 +97,9 @@ def job_events(job_id: str) -> str:
 
 
 def job_keys(job_id: str) -> list[str]:
-    """Every fixed key of a job (chunk and worker hashes are found by prefix)."""
+    """Every fixed key of a job (worker metrics hashes are found by prefix)."""
     return [
         job_meta(job_id), job_pending(job_id), job_leases(job_id), job_done(job_id),
-        job_dead(job_id), job_counts(job_id), job_draining(job_id), job_workers(job_id),
+        job_dead(job_id), job_counts(job_id), job_chunks(job_id), job_draining(job_id), job_workers(job_id),
         job_pool_completions(job_id), job_replicas(job_id), job_events(job_id),
     ]

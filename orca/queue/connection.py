@@ -1,0 +1,94 @@
+"""The one place orca builds a Redis client, loads its Lua scripts and retries calls.
+
+* ``connect(url, settings)`` builds a client with the socket timeout from settings and
+  redis-py's own retry switched off: tenacity here is the only retry layer.
+* ``RedisConnection.script(name)`` runs ``orca/queue/scripts/<name>.lua`` by EVALSHA,
+  loading it on NOSCRIPT (redis-py ``register_script``), so a restarted Redis that lost
+  its script cache is served transparently.
+* Every call goes through ``RedisConnection.call``: connection and timeout errors are
+  retried with exponential backoff, then become ``QueueUnavailableError``; script error
+  replies ``STALE ...`` become ``StaleLeaseError`` and ``NOCHUNK ...`` become
+  ``ChunkNotFoundError``; any other Redis error becomes ``QueueError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cache
+from importlib import resources
+from typing import Any, TypeVar
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from orca.errors import ChunkNotFoundError, QueueError, QueueUnavailableError, StaleLeaseError
+from orca.settings import QueueSettings
+
+T = TypeVar("T")
+
+SCRIPT_NAMES = ("enqueue_many", "claim", "renew", "complete", "fail", "release", "reap", "drain")
+
+
+@cache
+def script_source(name: str) -> str:
+    """Text of one Lua script shipped in ``orca/queue/scripts``."""
+    return resources.files("orca.queue").joinpath("scripts", f"{name}.lua").read_text()
+
+
+def connect(url: str, settings: QueueSettings) -> redis.Redis:
+    """A client for ``url`` (str replies, settings' socket timeout, no hidden retries)."""
+    try:
+        return redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=settings.socket_timeout_s,
+            socket_connect_timeout=settings.socket_timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+    except ValueError as exc:  # malformed URL
+        raise QueueError("invalid Redis URL", url=url, reason=str(exc)) from exc
+
+
+def _translate(exc: redis.RedisError, url: str) -> QueueError:
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return QueueUnavailableError(url=url, reason=str(exc))
+    text = str(exc)
+    if isinstance(exc, redis.ResponseError):
+        if text.startswith("STALE"):
+            return StaleLeaseError(detail=text[len("STALE "):])
+        if text.startswith("NOCHUNK"):
+            return ChunkNotFoundError(chunk_id=text[len("NOCHUNK "):])
+    return QueueError("Redis refused a queue operation", reason=text)
+
+
+class RedisConnection:
+    """A Redis client plus orca's registered scripts, with retry and error translation."""
+
+    def __init__(self, url: str, settings: QueueSettings) -> None:
+        self.url = url
+        self.settings = settings
+        self.client = connect(url, settings)
+        self._scripts = {name: self.client.register_script(script_source(name)) for name in SCRIPT_NAMES}
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (one Redis round trip or pipeline), retrying connection errors."""
+        retrying = Retrying(
+            retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+            stop=stop_after_attempt(max(1, self.settings.connect_retries)),
+            wait=wait_exponential(multiplier=self.settings.retry_backoff_s, max=self.settings.retry_max_wait_s),
+            reraise=True,
+        )
+        try:
+            return retrying(fn)
+        except redis.RedisError as exc:
+            raise _translate(exc, self.url) from exc
+
+    def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run one of orca's Lua scripts (EVALSHA, NOSCRIPT fallback) through ``call``."""
+        script = self._scripts[name]
+        return self.call(lambda: script(keys=list(keys), args=list(args)))
+
+    def close(self) -> None:
+        self.client.close()
