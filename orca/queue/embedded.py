@@ -51,6 +51,12 @@ def free_port() -> int:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs. A zombie child of ours is reaped here and counts as gone."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:  # not our child (or already reaped): ask the kernel
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -90,14 +96,21 @@ class EmbeddedRedis:
             pid, port = int(pid_s), int(port_s)
         except (FileNotFoundError, ValueError):
             return False
-        if not _pid_alive(pid):
+        if not _pid_alive(pid) or not self._ping(port):
             return False
+        if self.port is not None and port != self.port:
+            raise EmbeddedRedisError("data dir is already served by a redis-server on another port",
+                                     data_dir=str(self.data_dir), port=port, wanted=self.port)
         self.pid, self.port = pid, port
-        return self.ping()
+        return True
 
     def ping(self) -> bool:
+        return self.port is not None and self._ping(self.port)
+
+    @staticmethod
+    def _ping(port: int) -> bool:
         try:
-            client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
             try:
                 return bool(client.ping())
             finally:
