@@ -16,6 +16,18 @@ TOKENS = f"{PREFIX}:tokens"
 FILES = f"{PREFIX}:files"
 #: Sorted set of controller heartbeats (member: controller id, score: unix ms).
 CONTROLLERS = f"{PREFIX}:controllers"
+#: Name of the RQ queue that runs the control plane's long steps (RQ derives its own keys from it).
+RQ_QUEUE = f"{PREFIX}-control"
+
+
+def user_jobs(user: str) -> str:
+    """Sorted set job id -> created_at: one user's jobs, for newest-first listing."""
+    return f"{PREFIX}:user:{user}:jobs"
+
+
+def user_files(user: str) -> str:
+    """Sorted set file id -> created_at: one user's uploaded and result files."""
+    return f"{PREFIX}:user:{user}:files"
 
 
 def _job(job_id: str, suffix: str) -> str:
@@ -94,6 +106,11 @@ def job_replicas(job_id: str) -> str:
 def job_events(job_id: str) -> str:
     """Capped list of JSON log events for `orca logs`."""
     return _job(job_id, "events")
+
+
+def job_lock(job_id: str) -> str:
+    """String with a TTL: the controller that holds it may act on the job during one tick."""
+    return _job(job_id, "lock")
 
 
 def job_keys(job_id: str) -> list[str]:
