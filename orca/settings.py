@@ -94,6 +94,16 @@ class ControlSettings(BaseModel):
     server_start_timeout_s: float = Field(60.0, description="Time the CLI waits for an embedded control plane to answer.")
     assemble_partial_every_s: float = Field(60.0, description="Partial results refresh period while a job runs.")
     http_timeout_s: float = Field(30.0, description="Client-side HTTP timeout for API calls.")
+    default_launcher: str = Field("local", description="Launcher for jobs that name none: the embedded default runs workers on this machine.")
+    default_user: str = Field("local", description="User the embedded stack creates a token for on first start.")
+    lock_ttl_s: float = Field(15.0, description="A controller's hold on one job per tick: outlives any tick, and a killed controller's jobs are free again within seconds.")
+    task_retries: int = Field(3, description="RQ retries of a long step (ingest, assembly, teardown): rides out a Redis or store blip.")
+    task_retry_backoff_s: int = Field(5, description="Wait between RQ retries of a long step.")
+    task_timeout_s: int = Field(6 * 3600, description="Longest run of one long step: ingesting or assembling a 200 GB file takes hours.")
+    max_events: int = Field(1000, description="Log events kept per job (oldest dropped): `orca logs` stays bounded.")
+    worker_seen_s: float = Field(30.0, description="A worker whose last metrics report is younger than this counts as running (not starting).")
+    stack_start_timeout_s: float = Field(30.0, description="Time `up` waits for each embedded process (server, RQ worker) to come up.")
+    stack_stop_timeout_s: float = Field(15.0, description="SIGTERM-to-SIGKILL time for embedded processes on `down`.")
 
 
 class LauncherSettings(BaseModel):
@@ -101,6 +111,10 @@ class LauncherSettings(BaseModel):
     launch_backoff_s: float = Field(30.0, description="First backoff after a capacity error (doubles each time).")
     down_retries: int = Field(5, description="Teardown attempts: a leaked GPU cluster is the most expensive bug.")
     local_max_workers: int = Field(2, description="Most local worker processes: one per CPU core on the reference 2-core machine.")
+    local_engine: str = Field("llamacpp", description="Engine of local workers: the CPU engine by default; tests set `fake` for speed.")
+    local_engine_args: dict[str, str] = Field(default_factory=dict, description="Extra `--name value` worker arguments for the local engine (e.g. model path).")
+    local_stop_grace_s: float = Field(40.0, description="SIGTERM-to-SIGKILL time for a local worker: the worker's drain grace plus a margin.")
+    max_replica_failures: int = Field(10, description="Crashed replicas per job before the controller stops replacing them and fails the job.")
     swap_grace_s: float = Field(60.0, description="Old pool's in-flight chunks get this long to finish after a swap before they are released.")
     serverless_budget_s: float = Field(600.0, description="Time budget per serverless invocation (platform limits are 10-60 minutes).")
 
