@@ -25,6 +25,7 @@ class Backend:
     name: str
     make: Callable[..., ChunkQueue | MemoryChunkQueue]
     advance: Callable[[float], None]
+    url: str | None = None
 
     def expire(self) -> None:
         """Let every lease taken or renewed so far run out."""
@@ -45,7 +46,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
             opened.append(q)
             return q
 
-        yield Backend("redis", make, time.sleep)
+        yield Backend("redis", make, time.sleep, url)
     else:
         server = MemoryQueueServer(ManualClock())
 
