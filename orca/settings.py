@@ -66,6 +66,9 @@ class WorkerSettings(BaseModel):
     drain_grace_s: float = Field(30.0, description="On SIGTERM/spot notice, time to finish in-flight chunks before releasing them (AWS gives 120 s).")
     idle_poll_s: float = Field(1.0, description="Sleep between claims when the queue is empty and the worker is not in burst mode.")
     metrics_every_s: float = Field(5.0, description="Worker metrics report period to the control plane.")
+    connections_per_client: int = Field(8, description="HTTP connections per pooled client: httpcore scans its whole pool on every event, so many small pools beat one big one.")
+    retry_after_max_s: float = Field(30.0, description="Longest Retry-After from an engine the worker honours before retrying a 429/503.")
+    tick_s: float = Field(0.2, description="Heartbeat thread wake-up period: renewals, stall checks and metrics run on this grid.")
 
 
 class EngineSettings(BaseModel):
@@ -74,7 +77,9 @@ class EngineSettings(BaseModel):
     max_restarts: int = Field(3, description="Engine crash restarts before the worker gives up and releases its chunks.")
     stop_timeout_s: float = Field(20.0, description="SIGTERM-to-SIGKILL time when stopping an engine.")
     llamacpp_ctx: int = Field(2048, description="Context window of the CPU engine: SmolLM2's trained context.")
-    llamacpp_parallel: int = Field(4, description="Concurrent sequences in the CPU engine (llama.cpp n_parallel).")
+    llamacpp_parallel: int = Field(4, description="Requests in flight to the CPU engine: llama-cpp-python's server runs one at a time, a few queued hide HTTP gaps.")
+    llamacpp_threads: int = Field(-1, description="CPU threads of the CPU engine (-1: every core); its own default of 1 wastes the machine.")
+    llamacpp_pooling_override: str = Field("llama.pooling_type=int:1", description="GGUF metadata override that mean-pools /v1/embeddings into one vector per input (prefix: the model's architecture).")
 
 
 class PlannerSettings(BaseModel):
