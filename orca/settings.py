@@ -122,6 +122,15 @@ class LauncherSettings(BaseModel):
     max_replica_failures: int = Field(10, description="Crashed replicas per job before the controller stops replacing them and fails the job.")
     swap_grace_s: float = Field(60.0, description="Old pool's in-flight chunks get this long to finish after a swap before they are released.")
     serverless_budget_s: float = Field(600.0, description="Time budget per serverless invocation (platform limits are 10-60 minutes).")
+    launch_backoff_max_s: float = Field(600.0, description="Longest wait between capacity retries: spot capacity often returns within minutes, not hours.")
+    down_backoff_s: float = Field(5.0, description="First backoff between teardown attempts (doubles): rides out an API server hiccup.")
+    sky_status_refresh: str = Field("AUTO", description="sky.status refresh mode when polling (NONE|AUTO|FORCE): AUTO asks the cloud about spot clusters, which is how unmanaged spot preemptions show up.")
+    sky_autodown_idle_minutes: int = Field(10, description="A cluster whose worker exited is torn down by SkyPilot itself after this idle time, even if orca's control plane is gone.")
+    sky_disk_size_gb: int = Field(256, description="Worker disk: model weights of a 70B model plus the vLLM wheel cache fit.")
+    worker_package: str = Field("orca[vllm]", description="pip requirement installed on cloud workers (a wheel URL or git+https URL for unreleased builds).")
+    modal_app_name: str = Field("orca-worker", description="Name of the deployed Modal app (`modal deploy -m orca.launchers.modal_app`).")
+    modal_secret_name: str = Field("orca-worker", description="Modal secret holding the workers' credentials (store keys, Redis URL with password, HF token), attached by name.")
+    runpod_endpoints: dict[str, str] = Field(default_factory=dict, description="GPU name -> RunPod serverless endpoint id running orca.launchers.runpod_handler (one endpoint per GPU type).")
 
 
 class Settings(BaseSettings):
