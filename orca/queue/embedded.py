@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from orca.errors import EmbeddedRedisError
 from orca.settings import EmbeddedRedisSettings
@@ -66,6 +68,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _server_pid(port: int) -> int | None:
+    """Process id of the redis-server answering on ``port`` once it serves commands, else None."""
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1,
+                         retry=Retry(NoBackoff(), 0))
+    try:
+        pid = int(client.info("server")["process_id"])
+        client.ping()  # refused while the AOF is still loading
+        return pid
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+
+
 @dataclass
 class EmbeddedRedis:
     """One redis-server process owning ``data_dir``.
@@ -96,7 +112,7 @@ class EmbeddedRedis:
             pid, port = int(pid_s), int(port_s)
         except (FileNotFoundError, ValueError):
             return False
-        if not _pid_alive(pid) or not self._ping(port):
+        if not _pid_alive(pid) or _server_pid(port) != pid:  # gone, or the pid was reused
             return False
         if self.port is not None and port != self.port:
             raise EmbeddedRedisError("data dir is already served by a redis-server on another port",
@@ -105,18 +121,7 @@ class EmbeddedRedis:
         return True
 
     def ping(self) -> bool:
-        return self.port is not None and self._ping(self.port)
-
-    @staticmethod
-    def _ping(port: int) -> bool:
-        try:
-            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
-            try:
-                return bool(client.ping())
-            finally:
-                client.close()
-        except redis.RedisError:
-            return False
+        return self.port is not None and _server_pid(self.port) is not None
 
     def start(self) -> "EmbeddedRedis":
         self.data_dir = Path(self.data_dir)
@@ -148,7 +153,7 @@ class EmbeddedRedis:
                 log = (self.data_dir / "redis.log")
                 tail = log.read_text()[-2000:] if log.exists() else ""
                 raise EmbeddedRedisError("redis-server exited during start", code=self._proc.returncode, log=tail)
-            if self.ping():
+            if _server_pid(self.port) == self.pid:  # ours answers, not another server on the port
                 self._state_file.write_text(f"{self.pid} {self.port}\n")
                 return self
             time.sleep(0.05)
