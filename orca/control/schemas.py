@@ -96,6 +96,7 @@ class Job(BaseModel):
     finalizing_at: float | None = None
     completed_at: float | None = None
     failed_at: float | None = None
+    cancelling_at: float | None = None
     cancelled_at: float | None = None
     expired_at: float | None = None
     request_counts: RequestCounts = RequestCounts()
@@ -110,6 +111,10 @@ class Job(BaseModel):
     validation_error_count: int = 0
     output_available: bool = False
     metadata: dict[str, str] = Field(default_factory=dict)
+    input_file_id: str | None = Field(None, description="The stored input file (OpenAI /v1/files id).")
+    output_file_id: str | None = Field(None, description="output.jsonl as a file, once assembled.")
+    error_file_id: str | None = Field(None, description="errors.jsonl as a file, once assembled.")
+    message: str | None = Field(None, description="Why the job failed, expired or was cancelled, in one line.")
 
 
 class JobList(BaseModel):

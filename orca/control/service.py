@@ -1,0 +1,323 @@
+"""The control plane's service layer: job and file operations shared by the native `/api`
+routes, the OpenAI-compatible `/v1` router and tests. No HTTP here.
+
+Every method takes the acting ``user`` first; another user's job or file is
+``JobNotFoundError`` (404), never a hint that it exists. Long steps are handed to RQ via
+``Background``: creating a job stores its input and enqueues ingest, nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from orca.control import lifecycle
+from orca.control.schemas import (
+    Job, JobCreate, PlanOut, PoolOut, Progress, RequestCounts, SwapOut, SwapRequest,
+)
+from orca.errors import InputValidationError, JobNotFoundError, JobStateError, ObjectNotFoundError
+from orca.launchers.base import ReplicaState
+from orca.models import JobStatus, ValidationIssue
+from orca.queue import ChunkQueue
+from orca.queue.background import Background
+from orca.queue.jobs import FileRecord, JobRecord, JobRegistry
+from orca.settings import Settings
+from orca.storage.base import ObjectStore
+from orca.storage.layout import JobLayout
+
+Upload = bytes | str | Path | IO[bytes]
+
+FILE_PURPOSES = ("batch", "batch_output")
+
+
+def store_url_for(settings: Settings) -> str:
+    """The object store URL: configured, or the local store under ``settings.home``."""
+    return settings.store_url or (settings.home / "store").resolve().as_uri()
+
+
+def file_key(file_id: str) -> str:
+    """Store key of an uploaded file (job inputs, outputs and errors live under JobLayout instead)."""
+    return f"files/{file_id}.jsonl"
+
+
+def new_job_id() -> str:
+    return "batch_" + uuid.uuid4().hex[:24]
+
+
+def new_file_id() -> str:
+    return "file-" + uuid.uuid4().hex[:24]
+
+
+def _write_upload(store: ObjectStore, key: str, data: Upload) -> int:
+    """Stream an upload into the store; returns its size in bytes."""
+    if isinstance(data, bytes):
+        store.put_bytes(key, data)
+    elif isinstance(data, (str, Path)):
+        store.put_file(key, str(data))
+    else:
+        with store.open_write(key) as out:
+            shutil.copyfileobj(data, out, 1024 * 1024)
+    return store.size(key)
+
+
+class OrcaService:
+    """Job and file operations over one registry, store and background queue."""
+
+    def __init__(self, settings: Settings, registry: JobRegistry, background: Background, store: ObjectStore) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.background = background
+        self.store = store
+        self._queues: dict[str, ChunkQueue] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, synchronous: bool = False) -> "OrcaService":
+        """Build from ``settings`` (``redis_url`` must be set; the embedded stack sets it)."""
+        from orca.storage import open_store
+
+        if not settings.redis_url:
+            from orca.errors import ConfigError
+
+            raise ConfigError("the control plane needs a Redis URL (ORCA_REDIS_URL)")
+        return cls(
+            settings,
+            JobRegistry(settings.redis_url, settings),
+            Background(settings.redis_url, settings, synchronous=synchronous),
+            open_store(store_url_for(settings)),
+        )
+
+    def close(self) -> None:
+        self.registry.close()
+        self.background.close()
+
+    def queue(self, job_id: str) -> ChunkQueue:
+        if job_id not in self._queues:
+            self._queues[job_id] = ChunkQueue(self.registry.redis_url, job_id, self.settings.queue)
+        return self._queues[job_id]
+
+    # -- jobs -----------------------------------------------------------
+    def create_job(self, user: str, data: Upload, spec: JobCreate, filename: str = "input.jsonl") -> Job:
+        """Store the input file and start validating it (in the background). Returns the new job."""
+        input_file = self.create_file(user, data, filename, "batch")
+        return self._start_job(user, input_file, spec)
+
+    def create_job_from_file(self, user: str, file_id: str, spec: JobCreate) -> Job:
+        """Start a job on a file uploaded before (OpenAI ``POST /v1/batches``)."""
+        return self._start_job(user, self.get_file(user, file_id), spec)
+
+    def _start_job(self, user: str, input_file: FileRecord, spec: JobCreate) -> Job:
+        try:
+            deadline_s = lifecycle.parse_duration(spec.deadline)
+        except ValueError as exc:
+            raise InputValidationError(str(exc), errors=[ValidationIssue(code="invalid_deadline", message=str(exc), param="deadline")]) from None
+        launcher = spec.launcher or self.settings.control.default_launcher
+        now = time.time()
+        job_id = new_job_id()
+        layout = JobLayout(job_id)
+        with self.store.open_read(input_file.store_key) as src, self.store.open_write(layout.input) as dst:
+            shutil.copyfileobj(src, dst, 1024 * 1024)
+        record = JobRecord(
+            id=job_id, user=user, status=JobStatus.VALIDATING, created_at=now, deadline_at=now + deadline_s,
+            spec=spec.model_dump(mode="json"), model=spec.model, launcher=launcher,
+            input_file_id=input_file.id, metadata=dict(spec.metadata),
+        )
+        self.registry.create_job(record)
+        self.registry.add_event(job_id, "created", f"job created from {input_file.filename} ({input_file.bytes} bytes)")
+        self.background.submit(f"ingest-{job_id}", "orca.control.tasks.ingest_job", self._settings_json(), job_id)
+        return self.to_job(self.registry.get(job_id))
+
+    def _settings_json(self) -> str:
+        """Settings handed to background steps (the client's own token stays out of Redis)."""
+        return self.settings.model_dump_json(exclude={"api_token"})
+
+    def _own(self, user: str, job_id: str) -> JobRecord:
+        record = self.registry.find(job_id)
+        if record is None or record.user != user:
+            raise JobNotFoundError(job_id=job_id)
+        return record
+
+    def get_job(self, user: str, job_id: str) -> Job:
+        return self.to_job(self._own(user, job_id))
+
+    def list_jobs(self, user: str, limit: int | None = None, after: str | None = None) -> list[Job]:
+        """The user's jobs, newest first; ``after`` (a job id) pages past that job."""
+        ids = self.registry.user_job_ids(user)
+        if after is not None and after in ids:
+            ids = ids[ids.index(after) + 1:]
+        if limit is not None:
+            ids = ids[:limit]
+        records = [self.registry.find(i) for i in ids]
+        return [self.to_job(r) for r in records if r is not None]
+
+    def cancel_job(self, user: str, job_id: str) -> Job:
+        """Ask the controller to stop the job; it tears workers down, keeps partial results, ends cancelled.
+
+        Cancelling a job that is already cancelling is a no-op; a finished job is JobStateError (409).
+        """
+        record = self._own(user, job_id)
+        if record.status is JobStatus.CANCELLING:
+            return self.to_job(record)
+        record = self.registry.transition(job_id, JobStatus.CANCELLING, lifecycle.can_transition, stamp="cancelling_at")
+        self.registry.add_event(job_id, "cancelling", "cancel requested")
+        return self.to_job(record)
+
+    def job_events(self, user: str, job_id: str) -> list[dict]:
+        self._own(user, job_id)
+        return self.registry.events(job_id)
+
+    @contextmanager
+    def open_results(self, user: str, job_id: str, partial: bool = False) -> Iterator[BinaryIO]:
+        """Stream ``output.jsonl``. Before the job ends, ``partial=True`` first assembles what is done."""
+        with self._open_assembled(user, job_id, partial, errors=False) as f:
+            yield f
+
+    @contextmanager
+    def open_errors(self, user: str, job_id: str, partial: bool = False) -> Iterator[BinaryIO]:
+        """Stream ``errors.jsonl``, or the validation errors as JSONL when validation failed."""
+        record = self._own(user, job_id)
+        if record.validation_errors or (record.status is JobStatus.FAILED and not record.chunks_total):
+            import io
+
+            lines = [json.dumps(issue) + "\n" for issue in record.validation_errors]
+            if not lines and record.message:
+                lines = [json.dumps({"code": "failed", "line": None, "message": record.message, "param": None}) + "\n"]
+            yield io.BytesIO("".join(lines).encode())
+            return
+        with self._open_assembled(user, job_id, partial, errors=True) as f:
+            yield f
+
+    @contextmanager
+    def _open_assembled(self, user: str, job_id: str, partial: bool, errors: bool) -> Iterator[BinaryIO]:
+        record = self._own(user, job_id)
+        layout = JobLayout(job_id)
+        if partial and not record.output_available:
+            if not record.chunks_total:
+                raise JobStateError("the job has no chunks yet", status=record.status.value)
+            from orca.control.tasks import assemble_into, partial_key
+
+            assemble_into(self.store, record, self.queue(job_id), partial=True)
+            key = partial_key(layout, errors)
+        else:
+            if not record.output_available:
+                raise JobStateError("results are not ready; pass partial=true for what is done so far", status=record.status.value)
+            key = layout.errors if errors else layout.output
+        try:
+            with self.store.open_read(key) as f:
+                yield f
+        except ObjectNotFoundError:
+            raise JobStateError("results are not ready", status=record.status.value) from None
+
+    def swap(self, user: str, job_id: str, request: SwapRequest) -> Job:
+        """Move a running job to another GPU type (or cancel a swap in flight) via the swap manager."""
+        record = self._own(user, job_id)
+        if record.status is not JobStatus.IN_PROGRESS:
+            raise JobStateError("only a running job can swap", status=record.status.value)
+        from orca.control.swap import SwapManager
+
+        SwapManager(self.settings, self.registry).request(record, request)
+        return self.get_job(user, job_id)
+
+    # -- files ----------------------------------------------------------
+    def create_file(self, user: str, data: Upload, filename: str = "input.jsonl", purpose: str = "batch") -> FileRecord:
+        if purpose not in FILE_PURPOSES:
+            raise InputValidationError(f"purpose must be one of {', '.join(FILE_PURPOSES)}",
+                                       errors=[ValidationIssue(code="invalid_purpose", message=f"unknown purpose {purpose!r}", param="purpose")])
+        file_id = new_file_id()
+        key = file_key(file_id)
+        size = _write_upload(self.store, key, data)
+        limit = self.settings.ingest.max_file_mb * 1024 * 1024
+        if size > limit:
+            self.store.delete(key)
+            raise InputValidationError("file too large", errors=[ValidationIssue(code="too_large", message=f"file is {size} bytes; the limit is {limit}")])
+        record = FileRecord(id=file_id, user=user, bytes=size, created_at=time.time(), filename=Path(filename).name or "input.jsonl",
+                            purpose=purpose, store_key=key)
+        return self.registry.put_file(record)
+
+    def get_file(self, user: str, file_id: str) -> FileRecord:
+        record = self.registry.get_file(file_id)
+        if record is None or record.user != user:
+            raise JobNotFoundError("no such file", file_id=file_id)
+        return record
+
+    def list_files(self, user: str, purpose: str | None = None) -> list[FileRecord]:
+        records = [self.registry.get_file(i) for i in self.registry.user_file_ids(user)]
+        return [r for r in records if r is not None and (purpose is None or r.purpose == purpose)]
+
+    def delete_file(self, user: str, file_id: str) -> FileRecord:
+        record = self.get_file(user, file_id)
+        if record.job_id is None:  # result files belong to their job
+            self.store.delete(record.store_key)
+        self.registry.delete_file(record)
+        return record
+
+    @contextmanager
+    def open_file(self, user: str, file_id: str) -> Iterator[BinaryIO]:
+        record = self.get_file(user, file_id)
+        try:
+            with self.store.open_read(record.store_key) as f:
+                yield f
+        except ObjectNotFoundError:
+            raise JobNotFoundError("file content is gone", file_id=file_id) from None
+
+    # -- views ----------------------------------------------------------
+    def to_job(self, record: JobRecord) -> Job:
+        """The public view of a job: live progress, ETA and cost read from Redis now."""
+        now = time.time()
+        progress = Progress()
+        eta = None
+        if record.chunks_total:
+            c = self.queue(record.id).counts()
+            total = c.total or record.chunks_total
+            progress = Progress(
+                chunks_total=total, chunks_pending=c.pending, chunks_leased=c.leased,
+                chunks_done=c.done, chunks_dead=c.dead,
+                fraction=(c.done + c.dead) / total if total else 0.0,
+            )
+            if not record.status.terminal:
+                rate = lifecycle.completion_rate(c.done, now, record.rate_done0, record.rate_t0)
+                eta = lifecycle.eta_seconds(c.pending + c.leased, rate)
+        if record.final_counts is not None:
+            counts = RequestCounts(total=record.n_requests, **record.final_counts)
+        else:
+            done, failed = lifecycle.estimate_request_counts(record.n_requests, progress.chunks_total, progress.chunks_done, progress.chunks_dead)
+            counts = RequestCounts(total=record.n_requests, completed=done, failed=failed)
+        replicas = self.registry.replicas(record.id) if record.chunks_total else []
+        cost = sum(r.cost_usd for r in replicas)
+        pools = []
+        live_price = 0.0
+        for pool in record.pools:
+            states: dict[str, int] = {}
+            for r in replicas:
+                if r.pool == pool["key"]:
+                    states[r.state.value] = states.get(r.state.value, 0) + 1
+            n_live = sum(v for k, v in states.items() if ReplicaState(k).live)
+            live_price += n_live * float(pool.get("price_per_replica_hour", 0.0))
+            pools.append(PoolOut(
+                key=pool["key"], launcher=pool["launcher"], gpu=pool["gpu"], market=pool["market"],
+                state=pool.get("state", "active"), replicas=states,
+                chunks_completed=int(pool.get("chunks_completed", 0)),
+                cost_usd=sum(r.cost_usd for r in replicas if r.pool == pool["key"]),
+            ))
+        swaps = [SwapOut.model_validate(s) for s in getattr(record, "swaps", None) or []]
+        return Job(
+            id=record.id, status=record.status, model=record.model, endpoint=record.endpoint,
+            created_at=record.created_at, deadline_at=record.deadline_at,
+            in_progress_at=record.in_progress_at, finalizing_at=record.finalizing_at,
+            completed_at=record.completed_at, failed_at=record.failed_at, cancelling_at=record.cancelling_at,
+            cancelled_at=record.cancelled_at, expired_at=record.expired_at,
+            request_counts=counts, progress=progress, eta_s=eta, cost_usd=cost,
+            projected_cost_usd=lifecycle.projected_cost(cost, eta, live_price) if not record.status.terminal else cost,
+            plan=PlanOut.model_validate(record.plan) if record.plan else None,
+            pools=pools, swaps=swaps,
+            validation_errors=[ValidationIssue.model_validate(v) for v in record.validation_errors],
+            validation_error_count=record.validation_error_count,
+            output_available=record.output_available, metadata=record.metadata,
+            input_file_id=record.input_file_id, output_file_id=record.output_file_id,
+            error_file_id=record.error_file_id, message=record.message or None,
+        )

@@ -1,0 +1,93 @@
+"""Long control-plane steps (ingest, launch, assembly, teardown) as RQ jobs, and the RQ worker.
+
+RQ keeps each step in Redis, so a step enqueued before a server restart still runs after
+it, and a failed or abandoned step is retried (RQ ``Retry``). Steps are named by a
+stable id (``<step>-<job id>``): asking again for a step that is queued or running
+does nothing, so the controller can re-request a step on every tick.
+
+RQ pickles job payloads, so it gets its own client without response decoding.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from rq import Queue, Retry, Worker
+from rq.job import Job, JobStatus as RQStatus
+
+from orca.errors import QueueError, QueueUnavailableError
+from orca.queue import keys
+from orca.settings import Settings
+
+_PENDING = {RQStatus.QUEUED, RQStatus.STARTED, RQStatus.SCHEDULED, RQStatus.DEFERRED}
+
+
+def _client(redis_url: str, settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(
+        redis_url,
+        socket_timeout=settings.queue.socket_timeout_s,
+        socket_connect_timeout=settings.queue.socket_timeout_s,
+    )
+
+
+class Background:
+    """Enqueue long steps. ``synchronous=True`` runs each step in the caller at once (tests)."""
+
+    def __init__(self, redis_url: str, settings: Settings, synchronous: bool = False) -> None:
+        self.settings = settings
+        self.synchronous = synchronous
+        self._redis = _client(redis_url, settings)
+        self._queue = Queue(
+            keys.RQ_QUEUE, connection=self._redis, is_async=not synchronous,
+            default_timeout=settings.control.task_timeout_s,
+        )
+
+    def submit(self, step_id: str, func: str, *args: object) -> bool:
+        """Run ``func(*args)`` (a dotted path) as step ``step_id`` unless that step is already pending.
+
+        Returns True if the step was enqueued now.
+        """
+        try:
+            if not self.synchronous:
+                try:
+                    existing = Job.fetch(step_id, connection=self._redis)
+                except Exception:  # noqa: BLE001 - RQ raises NoSuchJobError or a deserialization error
+                    existing = None
+                if existing is not None and existing.get_status(refresh=False) in _PENDING:
+                    return False
+            control = self.settings.control
+            retry = Retry(max=control.task_retries, interval=control.task_retry_backoff_s) if control.task_retries else None
+            self._queue.enqueue_call(
+                func, args=args, job_id=step_id, retry=retry,
+                result_ttl=3600, failure_ttl=7 * 86400, description=step_id,
+            )
+            return True
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise QueueUnavailableError(reason=str(exc)) from exc
+        except redis.RedisError as exc:
+            raise QueueError("could not enqueue a background step", step=step_id, reason=str(exc)) from exc
+
+    def step_status(self, step_id: str) -> str | None:
+        """RQ status of a step (queued, started, finished, failed, ...) or None if unknown."""
+        try:
+            return Job.fetch(step_id, connection=self._redis).get_status(refresh=False).value
+        except Exception:  # noqa: BLE001 - NoSuchJobError: the step was never enqueued or expired
+            return None
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def run_worker(redis_url: str, settings: Settings, name: str | None = None, burst: bool = False) -> None:
+    """Run an RQ worker on the control queue until SIGTERM (the embedded stack's worker process).
+
+    The scheduler runs inside it so that retries with a backoff interval are re-enqueued.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    conn = _client(redis_url, settings)
+    try:
+        worker = Worker([Queue(keys.RQ_QUEUE, connection=conn)], connection=conn, name=name)
+        worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise QueueUnavailableError(reason=str(exc)) from exc

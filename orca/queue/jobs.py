@@ -1,0 +1,349 @@
+"""The job registry: the only place job, replica, event, token and file records touch Redis.
+
+Redis is the control plane's source of truth, so a restarted server reads back every job
+from here. A job is one hash (``keys.job_meta``) with one JSON-encoded field per attribute:
+writers that touch different attributes (the controller's progress, a user's cancel) never
+overwrite each other, and a status change is a WATCH/MULTI transaction checked against the
+lifecycle table passed in by the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from pydantic import BaseModel, ConfigDict, Field
+
+from orca.errors import JobNotFoundError, JobStateError
+from orca.launchers.base import Replica
+from orca.models import JobStatus
+from orca.queue import keys
+from orca.queue.connection import RedisConnection
+from orca.settings import Settings, get_settings
+
+
+class JobRecord(BaseModel):
+    """Everything the control plane knows about a job (extra fields survive round trips)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    user: str
+    status: JobStatus
+    created_at: float
+    deadline_at: float
+    spec: dict = Field(default_factory=dict)
+    model: str | None = None
+    endpoint: str | None = None
+    launcher: str | None = None
+    input_file_id: str | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    in_progress_at: float | None = None
+    finalizing_at: float | None = None
+    completed_at: float | None = None
+    failed_at: float | None = None
+    cancelling_at: float | None = None
+    cancelled_at: float | None = None
+    expired_at: float | None = None
+    n_requests: int = 0
+    est_output_tokens: int = 0
+    chunks_total: int = 0
+    plan: dict | None = None
+    pools: list[dict] = Field(default_factory=list)
+    validation_errors: list[dict] = Field(default_factory=list)
+    validation_error_count: int = 0
+    output_available: bool = False
+    final_counts: dict | None = None
+    message: str = ""
+    rate_t0: float | None = None
+    rate_done0: int | None = None
+    replica_failures: int = 0
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class FileRecord(BaseModel):
+    """An object the user uploaded or a job produced, addressed like OpenAI's /v1/files."""
+
+    id: str
+    user: str
+    bytes: int
+    created_at: float
+    filename: str
+    purpose: str
+    store_key: str
+    job_id: str | None = None
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _encode(fields: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for name, value in fields.items():
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        elif isinstance(value, JobStatus):
+            value = value.value
+        out[name] = json.dumps(value)
+    return out
+
+
+def _decode(raw: dict[str, str]) -> dict[str, Any]:
+    return {name: json.loads(value) for name, value in raw.items()}
+
+
+class JobRegistry:
+    """Job, replica, event, token and file records of one control plane, in the Redis at ``redis_url``."""
+
+    def __init__(self, redis_url: str, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.redis_url = redis_url
+        self._conn = RedisConnection(redis_url, self.settings.queue)
+        self._r = self._conn.client
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def ping(self) -> bool:
+        return bool(self._conn.call(self._r.ping))
+
+    # -- tokens ---------------------------------------------------------
+    def create_token(self, user: str) -> str:
+        """A new bearer token for ``user``; only its SHA-256 is stored."""
+        token = "orca_" + secrets.token_urlsafe(32)
+        self._conn.call(lambda: self._r.hset(keys.TOKENS, hash_token(token), user))
+        return token
+
+    def user_for_token(self, token: str) -> str | None:
+        return self._conn.call(lambda: self._r.hget(keys.TOKENS, hash_token(token)))
+
+    def revoke_token(self, token: str) -> None:
+        self._conn.call(lambda: self._r.hdel(keys.TOKENS, hash_token(token)))
+
+    # -- jobs -----------------------------------------------------------
+    def create_job(self, record: JobRecord) -> JobRecord:
+        fields = _encode(record.model_dump(mode="json"))
+
+        def write() -> None:
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hset(keys.job_meta(record.id), mapping=fields)
+            pipe.sadd(keys.JOBS, record.id)
+            pipe.zadd(keys.user_jobs(record.user), {record.id: record.created_at})
+            pipe.execute()
+
+        self._conn.call(write)
+        return record
+
+    def get(self, job_id: str) -> JobRecord:
+        raw = self._conn.call(lambda: self._r.hgetall(keys.job_meta(job_id)))
+        if not raw:
+            raise JobNotFoundError(job_id=job_id)
+        return JobRecord.model_validate(_decode(raw))
+
+    def find(self, job_id: str) -> JobRecord | None:
+        try:
+            return self.get(job_id)
+        except JobNotFoundError:
+            return None
+
+    def job_ids(self) -> list[str]:
+        """Every job the control plane knows, in no particular order."""
+        return sorted(self._conn.call(lambda: self._r.smembers(keys.JOBS)))
+
+    def user_job_ids(self, user: str) -> list[str]:
+        """One user's jobs, newest first."""
+        return list(self._conn.call(lambda: self._r.zrevrange(keys.user_jobs(user), 0, -1)))
+
+    def statuses(self) -> dict[str, JobStatus]:
+        """job id -> status of every job, in one round trip (for metrics and the controller)."""
+        ids = self.job_ids()
+
+        def read() -> list:
+            pipe = self._r.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hget(keys.job_meta(job_id), "status")
+            return pipe.execute()
+
+        values = self._conn.call(read) if ids else []
+        return {job_id: JobStatus(json.loads(v)) for job_id, v in zip(ids, values) if v}
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        """Set some attributes of an existing job (never its status: use ``transition``)."""
+        if "status" in fields:
+            raise ValueError("status changes go through transition()")
+        if not fields:
+            return
+        encoded = _encode(fields)
+
+        def write() -> None:
+            with self._r.pipeline(transaction=True) as pipe:
+                pipe.watch(keys.job_meta(job_id))
+                if not pipe.exists(keys.job_meta(job_id)):
+                    pipe.reset()
+                    raise JobNotFoundError(job_id=job_id)
+                pipe.multi()
+                pipe.hset(keys.job_meta(job_id), mapping=encoded)
+                pipe.execute()
+
+        self._conn.call(write)
+
+    def transition(
+        self,
+        job_id: str,
+        target: JobStatus,
+        allowed: Callable[[JobStatus, JobStatus], bool],
+        stamp: str | None = None,
+        now: float | None = None,
+        **fields: Any,
+    ) -> JobRecord:
+        """Atomically move a job to ``target`` if ``allowed(current, target)``; else JobStateError.
+
+        ``stamp`` names a timestamp attribute set to ``now``; ``fields`` are set in the same
+        transaction. A concurrent status change makes the transaction retry on the new status.
+        """
+        meta = keys.job_meta(job_id)
+        when = time.time() if now is None else now
+        extra = dict(fields)
+        if stamp:
+            extra[stamp] = when
+
+        def attempt() -> None:
+            while True:
+                with self._r.pipeline(transaction=True) as pipe:
+                    try:
+                        pipe.watch(meta)
+                        raw = pipe.hget(meta, "status")
+                        if raw is None:
+                            raise JobNotFoundError(job_id=job_id)
+                        current = JobStatus(json.loads(raw))
+                        if not allowed(current, target):
+                            raise JobStateError(
+                                f"a {current.value} job cannot become {target.value}", status=current.value
+                            )
+                        pipe.multi()
+                        pipe.hset(meta, mapping=_encode({"status": target, **extra}))
+                        pipe.execute()
+                        return
+                    except redis.WatchError:
+                        continue
+
+        self._conn.call(attempt)
+        return self.get(job_id)
+
+    def delete_job(self, job_id: str) -> None:
+        """Forget a job and every key under its hash tag."""
+        record = self.find(job_id)
+
+        def drop() -> None:
+            doomed = list(self._r.scan_iter(match=keys.job_prefix(job_id) + "*", count=1000))
+            pipe = self._r.pipeline(transaction=True)
+            if doomed:
+                pipe.delete(*doomed)
+            pipe.srem(keys.JOBS, job_id)
+            if record is not None:
+                pipe.zrem(keys.user_jobs(record.user), job_id)
+            pipe.execute()
+
+        self._conn.call(drop)
+
+    # -- controller lock ------------------------------------------------
+    @contextmanager
+    def lock(self, job_id: str, ttl_s: float | None = None) -> Iterator[bool]:
+        """Hold the job's controller lock for one tick; yields False if another controller holds it.
+
+        The lock expires after ``ttl_s`` on its own, so a killed controller never blocks a job
+        for longer than that; release only deletes the lock if it is still ours.
+        """
+        ttl_ms = int((ttl_s if ttl_s is not None else self.settings.control.lock_ttl_s) * 1000)
+        name = keys.job_lock(job_id)
+        token = uuid.uuid4().hex
+        acquired = bool(self._conn.call(lambda: self._r.set(name, token, nx=True, px=ttl_ms)))
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                self._conn.call(lambda: self._release(name, token))
+
+    def _release(self, name: str, token: str) -> None:
+        with self._r.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(name)
+                if pipe.get(name) == token:
+                    pipe.multi()
+                    pipe.delete(name)
+                    pipe.execute()
+            except redis.WatchError:
+                pass  # someone else took it after it expired: not ours to delete
+
+    # -- replicas -------------------------------------------------------
+    def put_replica(self, replica: Replica) -> None:
+        data = json.dumps(replica.to_dict())
+        self._conn.call(lambda: self._r.hset(keys.job_replicas(replica.job_id), replica.replica_id, data))
+
+    def replicas(self, job_id: str) -> list[Replica]:
+        raw = self._conn.call(lambda: self._r.hgetall(keys.job_replicas(job_id)))
+        reps = [Replica.from_dict(json.loads(v)) for v in raw.values()]
+        return sorted(reps, key=lambda r: (r.created_at, r.replica_id))
+
+    # -- workers (reported by the worker processes themselves) ---------------
+    def worker_last_seen(self, job_id: str) -> dict[str, float]:
+        """worker id -> unix seconds of its last metrics report."""
+        raw = self._conn.call(lambda: self._r.zrange(keys.job_workers(job_id), 0, -1, withscores=True))
+        return {member: score / 1000.0 for member, score in raw}
+
+    def worker_metrics(self, job_id: str, worker_id: str) -> dict[str, str]:
+        return self._conn.call(lambda: self._r.hgetall(keys.job_worker_metrics(job_id, worker_id)))
+
+    # -- events ---------------------------------------------------------
+    def add_event(self, job_id: str, kind: str, message: str, **data: Any) -> None:
+        event = json.dumps({"t": time.time(), "kind": kind, "message": message, **data}, default=str)
+        cap = self.settings.control.max_events
+
+        def write() -> None:
+            pipe = self._r.pipeline(transaction=True)
+            pipe.rpush(keys.job_events(job_id), event)
+            pipe.ltrim(keys.job_events(job_id), -cap, -1)
+            pipe.execute()
+
+        self._conn.call(write)
+
+    def events(self, job_id: str) -> list[dict]:
+        raw = self._conn.call(lambda: self._r.lrange(keys.job_events(job_id), 0, -1))
+        return [json.loads(e) for e in raw]
+
+    # -- files ----------------------------------------------------------
+    def put_file(self, record: FileRecord) -> FileRecord:
+        def write() -> None:
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hset(keys.FILES, record.id, record.model_dump_json())
+            pipe.zadd(keys.user_files(record.user), {record.id: record.created_at})
+            pipe.execute()
+
+        self._conn.call(write)
+        return record
+
+    def get_file(self, file_id: str) -> FileRecord | None:
+        raw = self._conn.call(lambda: self._r.hget(keys.FILES, file_id))
+        return FileRecord.model_validate_json(raw) if raw else None
+
+    def user_file_ids(self, user: str) -> list[str]:
+        """One user's files, newest first."""
+        return list(self._conn.call(lambda: self._r.zrevrange(keys.user_files(user), 0, -1)))
+
+    def delete_file(self, record: FileRecord) -> None:
+        def drop() -> None:
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hdel(keys.FILES, record.id)
+            pipe.zrem(keys.user_files(record.user), record.id)
+            pipe.execute()
+
+        self._conn.call(drop)
