@@ -67,6 +67,7 @@ class Replica:
     ended_at: float | None = None
     cost_usd: float = 0.0
     message: str = ""
+    price_per_hour: float = 0.0  # PoolSpec.price_per_replica_hour at launch: cost accrues from it
 
     def to_dict(self) -> dict:
         d = asdict(self)
