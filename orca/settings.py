@@ -22,7 +22,7 @@ class QueueSettings(BaseModel):
     reap_every_s: float = Field(5.0, description="Controller reap period: expired leases come back within lease_s + this.")
     socket_timeout_s: float = Field(10.0, description="Redis socket timeout: a partitioned Redis surfaces as an error instead of a hang.")
     connect_retries: int = Field(5, description="Redis connection attempts (tenacity, exponential backoff) before QueueUnavailableError.")
-    retry_backoff_s: float = Field(0.2, description="First backoff between Redis attempts (doubles): five attempts wait about three seconds in all, enough for a local redis-server restart.")
+    retry_backoff_s: float = Field(0.2, description="First backoff between Redis attempts (doubles; the first retry is immediate): five attempts span about 1.5 s, enough for a local redis-server restart.")
     retry_max_wait_s: float = Field(5.0, description="Longest single backoff between Redis attempts.")
     max_claim: int = Field(32, description="Most chunks one claim may take: a worker with a large prefetch cannot hoard the queue.")
     enqueue_batch: int = Field(1000, description="Chunk ids per enqueue script call: keeps each Lua call short so Redis never blocks other clients for long.")

@@ -70,15 +70,15 @@ class ChunkQueue:
         self.settings = settings or get_settings().queue
         self._conn = RedisConnection(redis_url, self.settings)
         self._lease_ms = int(self.settings.lease_s * 1000)
-        j = job_id
-        self._k_pending = keys.job_pending(j)
-        self._k_chunks = keys.job_chunks(j)
-        self._k_leases = keys.job_leases(j)
-        self._k_done = keys.job_done(j)
-        self._k_dead = keys.job_dead(j)
-        self._k_counts = keys.job_counts(j)
-        self._k_draining = keys.job_draining(j)
-        self._k_pool_completions = keys.job_pool_completions(j)
+        j = job_id  # key names pre-encoded: fewer conversions per call on the hot path
+        self._k_pending = keys.job_pending(j).encode()
+        self._k_chunks = keys.job_chunks(j).encode()
+        self._k_leases = keys.job_leases(j).encode()
+        self._k_done = keys.job_done(j).encode()
+        self._k_dead = keys.job_dead(j).encode()
+        self._k_counts = keys.job_counts(j).encode()
+        self._k_draining = keys.job_draining(j).encode()
+        self._k_pool_completions = keys.job_pool_completions(j).encode()
 
     # -- lifecycle -----------------------------------------------------------
     def close(self) -> None:

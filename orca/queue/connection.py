@@ -73,10 +73,23 @@ class RedisConnection:
         self._scripts = {name: self.client.register_script(script_source(name)) for name in SCRIPT_NAMES}
 
     def call(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` (one Redis round trip or pipeline), retrying connection errors."""
+        """Run ``fn`` (one Redis round trip or pipeline), retrying connection errors.
+
+        The first attempt runs bare (no tenacity bookkeeping on the hot path). After a
+        connection error the next attempt is immediate (a pooled socket may simply be
+        stale after a Redis restart), then backoff doubles from ``retry_backoff_s``,
+        ``connect_retries`` attempts in all.
+        """
+        try:
+            return fn()
+        except (redis.ConnectionError, redis.TimeoutError):
+            if self.settings.connect_retries <= 1:
+                raise QueueUnavailableError(url=self.url) from None
+        except redis.RedisError as exc:
+            raise _translate(exc, self.url) from exc
         retrying = Retrying(
             retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
-            stop=stop_after_attempt(max(1, self.settings.connect_retries)),
+            stop=stop_after_attempt(self.settings.connect_retries - 1),
             wait=wait_exponential(multiplier=self.settings.retry_backoff_s, max=self.settings.retry_max_wait_s),
             reraise=True,
         )
