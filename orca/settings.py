@@ -90,6 +90,12 @@ class PlannerSettings(BaseModel):
     max_replicas: int = Field(64, description="Most replicas one plan may ask for.")
     replan_every_s: float = Field(30.0, description="Controller re-plan period while a job runs.")
     top_plans: int = Field(10, description="Plans returned by plan().")
+    weight_bytes: float = Field(2.0, description="Bytes per weight and KV-cache element in the throughput model: BF16 serving (1.0 for FP8 checkpoints).")
+    model_load_gb_per_s: float = Field(1.0, description="Weight loading speed beyond the 16 GB that provision_s already covers (a 72B model loads in ~128 s on p4d).")
+    local_start_s: float = Field(20.0, description="Local worker start plus llama.cpp model load on a small CPU machine.")
+    serverless_max_replicas: int = Field(16, description="Concurrent serverless replicas: providers' default GPU concurrency quotas.")
+    spot_aim: float = Field(0.5, description="Spot pools are sized to finish the remaining work in this fraction of the remaining time; the rest is slack for outages.")
+    scale_down_hysteresis: float = Field(0.25, description="Fallback replicas are dropped only while the rest keeps this much spare rate, so pools do not flap.")
 
 
 class ControlSettings(BaseModel):
@@ -130,6 +136,11 @@ class LauncherSettings(BaseModel):
     worker_package: str = Field("orca[vllm]", description="pip requirement installed on cloud workers (a wheel URL or git+https URL for unreleased builds).")
     modal_app_name: str = Field("orca-worker", description="Name of the deployed Modal app (`modal deploy -m orca.launchers.modal_app`).")
     modal_secret_name: str = Field("orca-worker", description="Modal secret holding the workers' credentials (store keys, Redis URL with password, HF token), attached by name.")
+    modal_gpus: list[str] = Field(["H100:1", "H100:2", "A100-80GB:1", "L40S:1", "A10G:1"], description="GPU shapes the Modal app deploys one function for (Modal fixes a function's GPU at deploy time).")
+    modal_timeout_margin_s: float = Field(120.0, description="Modal function timeout beyond serverless_budget_s: the worker's own release at the budget always runs before Modal kills it.")
+    swap_max_failures: int = Field(3, description="New-pool replicas that may fail before a swap backs out on its own (the old pool keeps the job going).")
+    swap_lock_wait_s: float = Field(10.0, description="How long a swap request waits for the job's controller lock (a tick holds it briefly).")
+    local_swap_profiles: dict[str, dict[str, str]] = Field(default_factory=dict, description="Engine arguments per GPU name for local pools, so `orca swap --gpu NAME` on the local launcher switches engine profile (model file, threads, fake latency).")
     runpod_endpoints: dict[str, str] = Field(default_factory=dict, description="GPU name -> RunPod serverless endpoint id running orca.launchers.runpod_handler (one endpoint per GPU type).")
 
 
