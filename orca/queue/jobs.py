@@ -55,8 +55,11 @@ class JobRecord(BaseModel):
     expired_at: float | None = None
     n_requests: int = 0
     est_output_tokens: int = 0
+    stats: dict | None = None
+    settled: bool = False
     chunks_total: int = 0
     plan: dict | None = None
+    options: list[dict] = Field(default_factory=list)
     pools: list[dict] = Field(default_factory=list)
     validation_errors: list[dict] = Field(default_factory=list)
     validation_error_count: int = 0

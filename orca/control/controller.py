@@ -1,0 +1,298 @@
+"""The controller loop: drives every job from Redis state, one short locked tick at a time.
+
+On each tick (``control.tick_s``) it lists ``keys.JOBS`` and, for each job that is not
+settled, takes the job's Redis lock (so two controllers never act on one job at once) and:
+
+* validating/planning: makes sure the ingest step is queued; expires the job past its deadline;
+* in_progress: reaps expired leases (every ``queue.reap_every_s``), polls replicas, launches
+  replacements for crashed workers while chunks remain (up to the plan's or the runtime
+  policy's target), starts finalizing when every chunk is done or dead, expires the job past
+  its deadline, fails it when replicas keep crashing;
+* finalizing: makes sure the assembly step is queued;
+* cancelling and every terminal state: tears workers down (an RQ step), assembles the
+  partial results, and marks the job settled.
+
+A restarted controller holds no state that matters: everything it needs is in Redis, and
+local workers are adopted by pid.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+from orca.control import lifecycle
+from orca.control.service import OrcaService
+from orca.errors import JobStateError, OrcaError
+from orca.launchers.base import Launcher, PoolSpec, Replica, ReplicaState, WorkerEnv
+from orca.launchers.local import LocalLauncher
+from orca.models import JobStatus
+from orca.queue.jobs import JobRecord, JobRegistry
+from orca.queue.types import QueueCounts
+from orca.settings import Settings
+
+log = logging.getLogger("orca.controller")
+S = JobStatus
+
+_POOL_FIELDS = set(PoolSpec.__dataclass_fields__)
+
+
+def pool_spec(pool: dict) -> PoolSpec:
+    return PoolSpec(**{k: v for k, v in pool.items() if k in _POOL_FIELDS})
+
+
+def launcher_for_pool(settings: Settings, pool: dict, registry: JobRegistry) -> Launcher:
+    """The launcher that runs ``pool`` (local workers know whether they reported via the registry)."""
+    if pool.get("launcher") == "local":
+        max_age = settings.control.worker_seen_s
+
+        def seen(job_id: str, worker_id: str) -> bool:
+            last = registry.worker_last_seen(job_id).get(worker_id)
+            return last is not None and time.time() - last < max_age
+
+        return LocalLauncher(settings, seen=seen)
+    from orca.launchers.registry import launcher_for
+
+    return launcher_for(pool_spec(pool))
+
+
+class Controller:
+    def __init__(self, service: OrcaService, controller_id: str | None = None) -> None:
+        self.svc = service
+        self.settings = service.settings
+        self.registry = service.registry
+        self.id = controller_id or f"ctl-{uuid.uuid4().hex[:8]}"
+        self._launchers: dict[str, Launcher] = {}
+        self._last_reap: dict[str, float] = {}
+        self._settled: set[str] = set()
+
+    # -- loop -----------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Tick every ``control.tick_s`` until ``stop`` is set; a failing tick is logged, not fatal."""
+        log.info("controller %s started", self.id)
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.tick()
+            except OrcaError as exc:
+                log.warning("controller tick failed: %s", exc)
+            except Exception:  # noqa: BLE001 - the loop must outlive one bad tick
+                log.exception("controller tick crashed")
+            stop.wait(max(0.0, self.settings.control.tick_s - (time.monotonic() - started)))
+
+    def tick(self) -> None:
+        for job_id in self.registry.job_ids():
+            if job_id in self._settled:
+                continue
+            with self.registry.lock(job_id) as mine:
+                if not mine:
+                    continue
+                record = self.registry.find(job_id)
+                if record is None:
+                    continue
+                if record.settled:
+                    self._settled.add(job_id)
+                    continue
+                try:
+                    self.tick_job(record)
+                except JobStateError as exc:  # a user's cancel raced us; next tick sees the new status
+                    log.info("job %s changed under the controller: %s", job_id, exc)
+
+    def launcher(self, pool: dict) -> Launcher:
+        name = pool.get("launcher", "local")
+        if name not in self._launchers or name != "local":
+            launcher = launcher_for_pool(self.settings, pool, self.registry)
+            if name != "local":
+                return launcher
+            self._launchers[name] = launcher
+        return self._launchers[name]
+
+    def _to(self, record: JobRecord, target: JobStatus, message: str = "", **fields) -> JobRecord:
+        stamp = lifecycle.TIMESTAMP_FIELD.get(target)
+        if message:
+            fields["message"] = message
+        new = self.registry.transition(record.id, target, lifecycle.can_transition, stamp=stamp, **fields)
+        self.registry.add_event(record.id, target.value, message or f"job is {target.value}")
+        return new
+
+    def _step(self, name: str, func: str, job_id: str) -> None:
+        self.svc.background.submit(f"{name}-{job_id}", f"orca.control.tasks.{func}", self.svc._settings_json(), job_id)
+
+    # -- one job --------------------------------------------------------
+    def tick_job(self, record: JobRecord) -> None:
+        now = time.time()
+        status = record.status
+        if status.terminal:
+            self._settle(record)
+        elif status in (S.VALIDATING, S.PLANNING):
+            if now > record.deadline_at:
+                self._to(record, S.EXPIRED, "deadline passed before the job started")
+            elif self.svc.background.step_status(f"ingest-{record.id}") == "failed":
+                self._to(record, S.FAILED, "ingest failed; see the control plane's worker log")
+            elif self.svc.background.step_status(f"ingest-{record.id}") is None:
+                self._step("ingest", "ingest_job", record.id)
+        elif status is S.CANCELLING:
+            if self._stop_replicas(record):
+                if record.chunks_total:
+                    self._assemble(record)
+                else:
+                    self._to(record, S.CANCELLED, "job cancelled", settled=True)
+        elif status is S.FINALIZING:
+            self._assemble(record)
+        elif status is S.IN_PROGRESS:
+            self._run(record, now)
+
+    def _assemble(self, record: JobRecord) -> None:
+        if self.svc.background.step_status(f"assemble-{record.id}") == "failed":
+            if record.status is S.FINALIZING or record.status is S.CANCELLING:
+                self._to(record, S.FAILED, "assembling the output failed; see the control plane's worker log", settled=True)
+            else:
+                self.registry.add_event(record.id, "assemble_failed", "assembling partial results failed")
+                self.registry.update(record.id, settled=True)
+            return
+        self._step("assemble", "assemble_job", record.id)
+
+    def _settle(self, record: JobRecord) -> None:
+        """A terminal job: stop its workers, keep (partial) results, then never look at it again."""
+        if not self._stop_replicas(record):
+            return
+        if record.chunks_total and not record.output_available:
+            self._assemble(record)
+            return
+        self.registry.update(record.id, settled=True)
+        self._settled.add(record.id)
+
+    def _poll(self, record: JobRecord) -> list[Replica]:
+        pools = {p["key"]: p for p in record.pools}
+        out = []
+        for replica in self.registry.replicas(record.id):
+            if replica.state.live and replica.handle:
+                before = (replica.state, replica.message, replica.cost_usd)
+                pool = pools.get(replica.pool, {"launcher": replica.launcher})
+                replica = self.launcher(pool).poll(replica)
+                if (replica.state, replica.message, replica.cost_usd) != before:
+                    self.registry.put_replica(replica)
+                    if replica.state is ReplicaState.FAILED:
+                        self.registry.update(record.id, replica_failures=record.replica_failures + 1)
+                        record.replica_failures += 1
+                        self.registry.add_event(record.id, "replica_failed", f"{replica.replica_id}: {replica.message}")
+            out.append(replica)
+        return out
+
+    def _stop_replicas(self, record: JobRecord) -> bool:
+        """True when no replica of the job is live; otherwise asks for the teardown step."""
+        if any(r.state.live for r in self._poll(record)):
+            self._step("teardown", "teardown_job", record.id)
+            return False
+        return True
+
+    def _run(self, record: JobRecord, now: float) -> None:
+        queue = self.svc.queue(record.id)
+        if now - self._last_reap.get(record.id, 0.0) >= self.settings.queue.reap_every_s:
+            reaped = queue.reap()
+            self._last_reap[record.id] = now
+            if reaped:
+                self.registry.add_event(record.id, "reaped", f"{len(reaped)} expired lease(s) returned to the queue")
+        counts = queue.counts()
+        if counts.finished:
+            self._to(record, S.FINALIZING, f"{counts.done} chunks done, {counts.dead} dead")
+            self._step("assemble", "assemble_job", record.id)
+            return
+        if now > record.deadline_at:
+            self._to(record, S.EXPIRED, f"deadline passed with {counts.done + counts.dead}/{counts.total} chunks finished; partial results kept")
+            return
+        if record.rate_done0 is None and counts.done >= 1:
+            self.registry.update(record.id, rate_t0=now, rate_done0=counts.done)
+        replicas = self._poll(record)
+        if record.replica_failures >= self.settings.launcher.max_replica_failures:
+            self._to(record, S.FAILED, f"{record.replica_failures} worker replicas failed; giving up")
+            return
+        self._scale(record, replicas, counts)
+
+    def _scale(self, record: JobRecord, replicas: list[Replica], counts: QueueCounts) -> None:
+        """Bring each active pool to its target, never above the chunks left to run.
+
+        Local pools keep the plan's replica count (local workers cost nothing, so the fastest
+        finish is the cheapest). Cloud pools follow the runtime policy's decision, which may
+        open a pool in another market from the job's options or shrink one (drain).
+        """
+        remaining = counts.pending + counts.leased
+        targets = self._policy_targets(record, replicas, counts)
+        pools = list(record.pools)
+        known = {p["key"] for p in pools}
+        for option in record.options:
+            if targets.get(option["key"], 0) > 0 and option["key"] not in known:
+                from orca.control.tasks import pool_spec_for
+
+                pool = pool_spec_for(option, record.launcher or self.settings.control.default_launcher, self.settings)
+                pools.append(pool)
+                self.registry.update(record.id, pools=pools)
+                self.registry.add_event(record.id, "pool_opened", f"runtime policy opened pool {pool['key']}")
+        for pool in pools:
+            if pool.get("state", "active") != "active":
+                continue
+            if pool.get("launcher") == "local":
+                target = min(int((record.plan or {}).get("replicas", 1)), self.settings.launcher.local_max_workers)
+            else:
+                target = targets.get(pool["key"], 0)
+            target = min(target, remaining)
+            working = [r for r in replicas if r.pool == pool["key"] and r.state.live and r.state is not ReplicaState.DRAINING]
+            for _ in range(target - len(working)):
+                self._launch(record, pool)
+            if pool.get("launcher") != "local" and len(working) > target:
+                for replica in sorted(working, key=lambda r: r.created_at, reverse=True)[: len(working) - target]:
+                    self.registry.put_replica(self.launcher(pool).drain(replica))
+                    self.registry.add_event(record.id, "replica_draining", f"{replica.replica_id}: scaled down")
+
+    def _policy_targets(self, record: JobRecord, replicas: list[Replica], counts: QueueCounts) -> dict[str, int]:
+        """The runtime policy's replica target per pool key (empty for local-only jobs)."""
+        cloud = [p for p in record.pools if p.get("launcher") != "local"]
+        if not cloud:
+            return {}
+        from orca.planner.policy import decide
+        from orca.planner.types import PoolOption, PoolState, RuntimeState
+
+        start = record.in_progress_at or record.created_at
+        options = [PoolOption(key=o["key"], market=o["market"], replica_tokens_per_s=o["replica_tokens_per_s"],
+                              price_per_replica_hour=o["price_per_replica_hour"], startup_s=o.get("startup_s", 0.0),
+                              max_replicas=self.settings.planner.max_replicas) for o in record.options]
+        measured = self._measured_tokens_per_s(record.id)
+        states = []
+        for pool in cloud:
+            mine = [r for r in replicas if r.pool == pool["key"]]
+            running = [r for r in mine if r.state is ReplicaState.RUNNING]
+            starting = [r for r in mine if r.state in (ReplicaState.PROVISIONING, ReplicaState.STARTING)]
+            rates = [measured[r.replica_id] for r in running if measured.get(r.replica_id)]
+            option = next((o for o in record.options if o["key"] == pool["key"]), record.plan or {})
+            states.append(PoolState(
+                key=pool["key"], market=pool["market"], replicas_running=len(running), replicas_starting=len(starting),
+                replica_tokens_per_s=sum(rates) / len(rates) if rates else float(option.get("replica_tokens_per_s", 1.0)),
+                price_per_replica_hour=float(pool.get("price_per_replica_hour", 0.0)),
+                recent_preemptions=sum(1 for r in mine if r.state is ReplicaState.PREEMPTED),
+            ))
+        work_total = float(max(1, record.est_output_tokens))
+        frac = counts.done / counts.total if counts.total else 0.0
+        state = RuntimeState(now_s=time.time() - start, deadline_s=record.deadline_at - start,
+                             work_total=work_total, work_done=work_total * frac, pools=tuple(states))
+        return dict(decide(state, options, self.settings).targets)
+
+    def _measured_tokens_per_s(self, job_id: str) -> dict[str, float]:
+        """Replica id -> completion tokens/s from its latest metrics report."""
+        out = {}
+        for worker_id in self.registry.worker_last_seen(job_id):
+            metrics = self.registry.worker_metrics(job_id, worker_id)
+            try:
+                out[worker_id] = float(metrics.get("tokens_per_s", 0) or 0)
+            except ValueError:
+                continue
+        return out
+
+    def _launch(self, record: JobRecord, pool: dict) -> None:
+        replica_id = f"w-{uuid.uuid4().hex[:10]}"
+        env = WorkerEnv(job_id=record.id, redis_url=self.registry.redis_url, store_url=self.svc.store.url,
+                        model=record.model or "")
+        replica = self.launcher(pool).launch(env, pool_spec(pool), replica_id)
+        self.registry.put_replica(replica)
+        self.registry.add_event(record.id, "replica_launched", f"{replica_id} in pool {pool['key']}: {replica.message or replica.state.value}")

@@ -1,0 +1,259 @@
+"""The embedded stack: everything orca needs on one machine, as background processes under ``settings.home``.
+
+``up()`` starts or adopts, in order: a redis-server (``home/redis``; or the Redis at
+``settings.redis_url``), the RQ worker that runs long steps, and the control plane server
+(API + controller loop). Each process runs in its own session with a pid file in
+``home/run`` (pid and start time, so a recycled pid is never mistaken for ours) and a log in
+``home/logs``. On first ``up`` a bearer token for ``control.default_user`` is created and
+written to ``home/token`` (mode 0600). ``down()`` stops the server, the RQ worker, the local
+workers and the embedded redis-server; ``status()`` reports each.
+
+    python -m orca.control.embedded rq-worker   # the RQ worker process (started by up())
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from orca.control.service import store_url_for
+from orca.errors import ConfigError, OrcaError
+from orca.launchers.local import LocalLauncher, process_start_time
+from orca.queue.embedded import EmbeddedRedis
+from orca.queue.jobs import JobRegistry
+from orca.settings import Settings, get_settings
+
+PROCESSES = ("rq-worker", "server")
+
+
+@dataclass
+class StackStatus:
+    home: str
+    api_url: str
+    redis_url: str
+    store_url: str
+    token_file: str
+    processes: dict[str, int | None]   # name -> pid if running
+
+    @property
+    def running(self) -> bool:
+        return all(self.processes.get(name) for name in PROCESSES)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "running": self.running}
+
+
+def _run_dir(settings: Settings) -> Path:
+    return settings.home / "run"
+
+
+def _pid_file(settings: Settings, name: str) -> Path:
+    return _run_dir(settings) / f"{name}.pid"
+
+
+def _log_file(settings: Settings, name: str) -> Path:
+    return settings.home / "logs" / f"{name}.log"
+
+
+def token_file(settings: Settings) -> Path:
+    return settings.home / "token"
+
+
+def _state_file(settings: Settings) -> Path:
+    return _run_dir(settings) / "stack.json"
+
+
+def api_url_for(settings: Settings) -> str:
+    return f"http://{settings.control.host}:{settings.control.port}"
+
+
+def _running_pid(settings: Settings, name: str) -> int | None:
+    """The pid in ``name``'s pid file if that very process still runs."""
+    try:
+        pid_s, start = _pid_file(settings, name).read_text().split()
+        pid = int(pid_s)
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if process_start_time(pid) == start else None
+
+
+def _redis(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
+    if settings.redis_url:
+        return settings.redis_url, None
+    server = EmbeddedRedis(settings.home / "redis", settings=settings.embedded_redis).start()
+    return server.url, server
+
+
+def _child_env(settings: Settings, redis_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "ORCA_HOME": str(settings.home),
+        "ORCA_REDIS_URL": redis_url,
+        "ORCA_STORE_URL": store_url_for(settings),
+        "ORCA_CONTROL__HOST": settings.control.host,
+        "ORCA_CONTROL__PORT": str(settings.control.port),
+    })
+    env.pop("ORCA_API_TOKEN", None)
+    return env
+
+
+def _spawn(settings: Settings, name: str, argv: list[str], env: dict[str, str]) -> int:
+    log_path = _log_file(settings, name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, *argv], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=env, start_new_session=True, cwd=str(settings.home),
+        )
+    start = process_start_time(proc.pid)
+    if start is None:
+        proc.wait()
+        raise OrcaError(f"embedded {name} exited at once; see {log_path}", code=proc.returncode)
+    _run_dir(settings).mkdir(parents=True, exist_ok=True)
+    _pid_file(settings, name).write_text(f"{proc.pid} {start}\n")
+    return proc.pid
+
+
+def _healthy(api_url: str) -> bool:
+    try:
+        return httpx.get(f"{api_url}/healthz", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def ensure_token(settings: Settings, registry: JobRegistry) -> str:
+    """The local user's token from ``home/token``, created (and stored hashed in Redis) if missing or unknown."""
+    path = token_file(settings)
+    if path.exists():
+        token = path.read_text().strip()
+        if token and registry.user_for_token(token):
+            return token
+    token = registry.create_token(settings.control.default_user)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)
+    return token
+
+
+def up(settings: Settings | None = None) -> StackStatus:
+    """Start (or adopt) the embedded stack and wait until the API answers."""
+    settings = settings or get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    redis_url, _ = _redis(settings)
+    registry = JobRegistry(redis_url, settings)
+    try:
+        ensure_token(settings, registry)
+    finally:
+        registry.close()
+    env = _child_env(settings, redis_url)
+    if _running_pid(settings, "rq-worker") is None:
+        _spawn(settings, "rq-worker", ["-m", "orca.control.embedded", "rq-worker"], env)
+    api_url = api_url_for(settings)
+    if _running_pid(settings, "server") is None:
+        if _healthy(api_url):
+            raise ConfigError("another process already serves the control plane port", url=api_url)
+        pid = _spawn(settings, "server", ["-m", "orca.control.server_main"], env)
+        deadline = time.monotonic() + settings.control.stack_start_timeout_s
+        while not _healthy(api_url):
+            if process_start_time(pid) is None or time.monotonic() > deadline:
+                tail = _log_file(settings, "server").read_text()[-2000:]
+                raise OrcaError("the control plane server did not come up", log=tail)
+            time.sleep(0.1)
+    _state_file(settings).write_text(json.dumps({"api_url": api_url, "redis_url": redis_url,
+                                                 "store_url": store_url_for(settings)}))
+    return status(settings)
+
+
+def status(settings: Settings | None = None) -> StackStatus:
+    settings = settings or get_settings()
+    try:
+        state = json.loads(_state_file(settings).read_text())
+    except (FileNotFoundError, ValueError):
+        state = {}
+    return StackStatus(
+        home=str(settings.home), api_url=state.get("api_url", api_url_for(settings)),
+        redis_url=state.get("redis_url", settings.redis_url or ""), store_url=state.get("store_url", store_url_for(settings)),
+        token_file=str(token_file(settings)),
+        processes={name: _running_pid(settings, name) for name in PROCESSES},
+    )
+
+
+def _stop_pid(pid: int, timeout_s: float) -> None:
+    start = process_start_time(pid)
+    if start is None:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process_start_time(pid) == start:
+        time.sleep(0.05)
+    if process_start_time(pid) == start:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def stop_process(settings: Settings, name: str) -> None:
+    pid = _running_pid(settings, name)
+    if pid is not None:
+        _stop_pid(pid, settings.control.stack_stop_timeout_s)
+    _pid_file(settings, name).unlink(missing_ok=True)
+
+
+def down(settings: Settings | None = None, keep_redis: bool = False) -> None:
+    """Stop the server, the RQ worker and every live local worker, then the embedded redis-server."""
+    settings = settings or get_settings()
+    stop_process(settings, "server")
+    stop_process(settings, "rq-worker")
+    redis_url = status(settings).redis_url
+    if redis_url:
+        try:
+            _stop_local_workers(settings, redis_url)
+        except OrcaError:
+            pass  # Redis already gone: nothing left to read the workers from
+    if not settings.redis_url and not keep_redis:
+        EmbeddedRedis(settings.home / "redis", settings=settings.embedded_redis).stop()
+    _state_file(settings).unlink(missing_ok=True)
+
+
+def _stop_local_workers(settings: Settings, redis_url: str) -> None:
+    registry = JobRegistry(redis_url, settings)
+    try:
+        launcher = LocalLauncher(settings)
+        live = [r for job_id in registry.job_ids() for r in registry.replicas(job_id)
+                if r.launcher == "local" and r.state.live]
+        for replica in live:
+            registry.put_replica(launcher.drain(replica))
+        for replica in live:
+            registry.put_replica(launcher.terminate(replica))
+    finally:
+        registry.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["rq-worker"]:
+        raise SystemExit("usage: python -m orca.control.embedded rq-worker")
+    settings = get_settings()
+    if not settings.redis_url:
+        raise SystemExit("ORCA_REDIS_URL is not set")
+    from orca.queue.background import run_worker
+
+    run_worker(settings.redis_url, settings)
+
+
+if __name__ == "__main__":
+    main()

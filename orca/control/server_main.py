@@ -1,0 +1,58 @@
+"""``orca server``: the control plane process, uvicorn serving the app plus the controller loop in a thread.
+
+    python -m orca.control.server_main [--host H] [--port P] [--no-controller]
+
+Settings come from the environment (``ORCA_REDIS_URL`` must point at the Redis that holds
+the jobs; the embedded stack sets it). On SIGTERM uvicorn stops serving and the controller
+thread finishes its tick; on SIGKILL nothing is lost, because every job lives in Redis and
+a new server re-adopts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+
+from orca.control.app import create_app
+from orca.control.controller import Controller
+from orca.control.service import OrcaService
+from orca.settings import Settings, get_settings
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None, controller: bool = True) -> None:
+    """Run the API (and the controller) until uvicorn is told to stop."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    api_service = OrcaService.from_settings(settings)
+    stop = threading.Event()
+    thread = None
+    ctl_service = None
+    if controller:
+        ctl_service = OrcaService.from_settings(settings)
+        thread = threading.Thread(target=Controller(ctl_service).run, args=(stop,), name="orca-controller", daemon=True)
+        thread.start()
+    try:
+        uvicorn.run(create_app(api_service), host=host or settings.control.host, port=port or settings.control.port,
+                    log_level="info", access_log=False)
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join(timeout=settings.control.tick_s * 2 + 5)
+        if ctl_service is not None:
+            ctl_service.close()
+        api_service.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="orca server", description="Run the orca control plane.")
+    parser.add_argument("--host", default=None)
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--no-controller", action="store_true", help="Serve the API only (another process runs the controller).")
+    args = parser.parse_args(argv)
+    serve(get_settings(), args.host, args.port, controller=not args.no_controller)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""The control plane's long steps, run as RQ jobs (``orca.queue.background``): ingest, assembly, teardown.
+
+Each step takes the enqueuer's settings as JSON plus a job id, rebuilds its context in the
+RQ worker, and is idempotent: a retried or repeated step reads the job's status first and
+does only what is still missing, so RQ may run it again after a crash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+from orca.control import lifecycle
+from orca.errors import InputValidationError, OrcaError, PlanInfeasibleError
+from orca.launchers.base import PoolSpec, Replica
+from orca.models import JobStatus, ValidationIssue
+from orca.queue import ChunkQueue
+from orca.queue.jobs import FileRecord, JobRecord
+from orca.settings import Settings
+from orca.storage.base import ObjectStore
+from orca.storage.layout import JobLayout
+
+S = JobStatus
+
+
+def partial_key(layout: JobLayout, errors: bool) -> str:
+    """Where a partial assembly (results of a running job) is written; the final files stay untouched."""
+    return f"{layout.root}partial/{'errors' if errors else 'output'}.jsonl"
+
+
+@contextmanager
+def _service(settings_json: str) -> Iterator["OrcaService"]:  # noqa: F821 - imported below
+    from orca.control.service import OrcaService
+
+    service = OrcaService.from_settings(Settings.model_validate_json(settings_json))
+    try:
+        yield service
+    finally:
+        service.close()
+
+
+# -- ingest and planning ---------------------------------------------------
+def pool_spec_for(plan: dict, launcher: str, settings: Settings) -> dict:
+    """The PoolSpec (as a dict) for a chosen plan: engine kind and arguments come from the launcher."""
+    local = launcher == "local"
+    spec = PoolSpec(
+        key=plan["key"], launcher=launcher, gpu=plan["gpu"], gpus_per_replica=plan["gpus_per_replica"],
+        tp=plan["tp"], pp=plan["pp"], market=plan["market"], region=plan.get("region"),
+        price_per_replica_hour=plan["price_per_replica_hour"],
+        engine=settings.launcher.local_engine if local else "vllm",
+        engine_args=dict(settings.launcher.local_engine_args) if local else {},
+    )
+    return {**spec.__dict__, "state": "active"}
+
+
+def plan_dict(plan, replicas: int | None = None) -> dict:
+    """A planner ``Plan`` as a PlanOut-shaped dict plus its pool key, throughput and start-up time."""
+    return {
+        "key": plan.key, "gpu": plan.gpu, "gpus_per_replica": plan.gpus_per_replica, "tp": plan.tp, "pp": plan.pp,
+        "market": plan.market, "region": plan.region, "replicas": plan.replicas if replicas is None else replicas,
+        "expected_finish_s": plan.expected_finish_s, "expected_cost_usd": plan.expected_cost_usd, "risk": plan.risk,
+        "price_per_replica_hour": plan.price_per_replica_hour, "instance_type": plan.instance_type,
+        "replica_tokens_per_s": plan.replica_tokens_per_s, "startup_s": plan.startup_s,
+    }
+
+
+def choose_plan(stats, deadline_s: float, record: JobRecord, settings: Settings, n_chunks: int) -> tuple[dict, list[dict]]:
+    """(the cheapest plan that meets the deadline, the cheapest plan of each market the runtime policy may use).
+
+    The local launcher plans over the local market only and runs min(chunks, local_max_workers)
+    replicas: local workers cost nothing, so the fastest finish is also the cheapest.
+    """
+    from orca.planner.catalog import load_catalog
+    from orca.planner.planning import plan as make_plans
+    from orca.planner.types import Constraints
+
+    spec = record.spec
+    launcher = record.launcher or settings.control.default_launcher
+    gpus = (spec["gpu"],) if spec.get("gpu") else ()
+    if launcher == "local":
+        constraints = Constraints(markets=("local",), gpus=gpus, max_replicas=settings.launcher.local_max_workers)
+    else:
+        markets = tuple(m for m in (spec.get("markets") or ()) if m != "local") or Constraints().markets
+        constraints = Constraints(markets=markets, gpus=gpus)
+    plans = make_plans(stats, deadline_s, constraints, load_catalog(), settings)
+    if not plans:
+        raise PlanInfeasibleError()
+    best = plans[0]
+    if launcher == "local":
+        return plan_dict(best, max(1, min(n_chunks, settings.launcher.local_max_workers))), []
+    per_market: dict[str, dict] = {}
+    for p in plans:
+        per_market.setdefault(p.market, plan_dict(p))
+    return plan_dict(best), list(per_market.values())
+
+
+def ingest_job(settings_json: str, job_id: str) -> None:
+    """Validate and split the stored input, plan the job, enqueue its chunks: validating -> planning -> in_progress."""
+    with _service(settings_json) as svc:
+        reg, settings = svc.registry, svc.settings
+        record = reg.get(job_id)
+        if record.status is S.VALIDATING:
+            from orca.ingest import ingest
+
+            try:
+                result = ingest(svc.store, job_id, model=record.model, settings=settings.ingest,
+                                allow_multiple_models=bool(record.spec.get("allow_multiple_models")))
+            except InputValidationError as exc:
+                issues = [ValidationIssue.model_validate(e if isinstance(e, dict) else e.model_dump()) for e in exc.errors]
+                shown = issues[: settings.ingest.max_errors_reported]
+                count = int(exc.context.get("error_count", len(issues)))
+                reg.transition(job_id, S.FAILED, lifecycle.can_transition, stamp="failed_at",
+                               validation_errors=[i.model_dump() for i in shown], validation_error_count=count,
+                               message=f"input validation failed: {exc.message}", settled=True)
+                reg.add_event(job_id, "failed", f"validation failed with {count} error(s)")
+                return
+            stats = result.stats
+            reg.update(job_id, n_requests=stats.n_requests, chunks_total=len(result.chunk_ids),
+                       model=stats.model, endpoint=stats.endpoint, est_output_tokens=stats.max_output_tokens,
+                       stats=dataclasses.asdict(stats))
+            svc.queue(job_id).enqueue_many(list(result.chunk_ids))
+            reg.transition(job_id, S.PLANNING, lifecycle.can_transition)
+            reg.add_event(job_id, "validated", f"{stats.n_requests} requests in {len(result.chunk_ids)} chunks")
+            record = reg.get(job_id)
+        if record.status is S.PLANNING:
+            from orca.planner.types import JobStats
+
+            stats = JobStats(**record.stats)
+            deadline_s = max(1.0, record.deadline_at - time.time())
+            try:
+                chosen, options = choose_plan(stats, deadline_s, record, settings, record.chunks_total)
+            except PlanInfeasibleError as exc:
+                reg.transition(job_id, S.FAILED, lifecycle.can_transition, stamp="failed_at",
+                               message=f"planning failed: {exc}")
+                reg.add_event(job_id, "failed", str(exc))
+                return
+            launcher = record.launcher or settings.control.default_launcher
+            pool = pool_spec_for(chosen, launcher, settings)
+            reg.update(job_id, plan=chosen, pools=[pool], options=options)
+            reg.transition(job_id, S.IN_PROGRESS, lifecycle.can_transition, stamp="in_progress_at")
+            reg.add_event(job_id, "planned", f"{chosen['replicas']} x {chosen['gpu']} ({chosen['market']}, {launcher})",
+                          plan=chosen)
+
+
+# -- assembly --------------------------------------------------------------
+def assemble_into(store: ObjectStore, record: JobRecord, queue: ChunkQueue, partial: bool) -> dict:
+    """Merge the committed chunk outputs of a job; returns {"completed": n, "failed": n}.
+
+    ``partial`` writes to the partial keys and leaves the final files alone.
+    """
+    from orca.assembler import assemble
+
+    layout = JobLayout(record.id)
+    out_key, err_key = (partial_key(layout, False), partial_key(layout, True)) if partial else (layout.output, layout.errors)
+    result = assemble(store, record.id, queue.committed_generations(), queue.dead_chunks(),
+                      output_key=out_key, errors_key=err_key, unfinished_code=None if not partial else "not_finished")
+    return {"completed": result.n_output, "failed": result.n_errors}
+
+
+def _unfinished_code(status: JobStatus) -> str:
+    return {S.EXPIRED: "batch_expired", S.CANCELLED: "batch_cancelled", S.CANCELLING: "batch_cancelled",
+            S.FAILED: "batch_failed"}.get(status, "not_finished")
+
+
+def assemble_job(settings_json: str, job_id: str) -> None:
+    """Assemble the final output and error files; a finalizing job becomes completed, a cancelling one cancelled.
+
+    Expired, failed and cancelled jobs get their partial results: requests never run get an error line.
+    """
+    from orca.assembler import assemble
+
+    with _service(settings_json) as svc:
+        reg = svc.registry
+        record = reg.get(job_id)
+        if not record.output_available and record.chunks_total:
+            queue = svc.queue(job_id)
+            layout = JobLayout(job_id)
+            result = assemble(svc.store, job_id, queue.committed_generations(), queue.dead_chunks(),
+                              output_key=layout.output, errors_key=layout.errors,
+                              unfinished_code=None if record.status is S.FINALIZING else _unfinished_code(record.status))
+            now = time.time()
+            out_file = reg.put_file(FileRecord(
+                id=f"file-{job_id.removeprefix('batch_')}-output", user=record.user, bytes=svc.store.size(layout.output),
+                created_at=now, filename="output.jsonl", purpose="batch_output", store_key=layout.output, job_id=job_id))
+            err_file = reg.put_file(FileRecord(
+                id=f"file-{job_id.removeprefix('batch_')}-errors", user=record.user, bytes=svc.store.size(layout.errors),
+                created_at=now, filename="errors.jsonl", purpose="batch_output", store_key=layout.errors, job_id=job_id))
+            reg.update(job_id, output_available=True, output_file_id=out_file.id, error_file_id=err_file.id,
+                       final_counts={"completed": result.n_output, "failed": result.n_errors})
+            reg.add_event(job_id, "assembled", f"{result.n_output} output lines, {result.n_errors} error lines")
+        record = reg.get(job_id)
+        if record.status is S.FINALIZING:
+            reg.transition(job_id, S.COMPLETED, lifecycle.can_transition, stamp="completed_at")
+            reg.add_event(job_id, "completed", "job completed")
+        elif record.status is S.CANCELLING:
+            reg.transition(job_id, S.CANCELLED, lifecycle.can_transition, stamp="cancelled_at")
+            reg.add_event(job_id, "cancelled", "job cancelled; partial results kept")
+
+
+# -- teardown --------------------------------------------------------------
+def teardown_job(settings_json: str, job_id: str) -> None:
+    """Terminate every live replica of the job (safe to repeat)."""
+    from orca.control.controller import launcher_for_pool
+
+    with _service(settings_json) as svc:
+        reg = svc.registry
+        record = reg.get(job_id)
+        pools = {p["key"]: p for p in record.pools}
+        errors = []
+        for replica in reg.replicas(job_id):
+            if not replica.state.live:
+                continue
+            pool = pools.get(replica.pool)
+            launcher = launcher_for_pool(svc.settings, pool or {"launcher": replica.launcher}, reg)
+            try:
+                reg.put_replica(launcher.terminate(replica))
+            except OrcaError as exc:
+                errors.append(f"{replica.replica_id}: {exc}")
+        if errors:
+            reg.add_event(job_id, "teardown_error", "; ".join(errors))
+            raise OrcaError("teardown incomplete", job_id=job_id, errors=errors)
+        reg.add_event(job_id, "teardown", "all replicas terminated")
+
+
+def replica_summary(replicas: list[Replica]) -> str:
+    counts: dict[str, int] = {}
+    for r in replicas:
+        counts[r.state.value] = counts.get(r.state.value, 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"

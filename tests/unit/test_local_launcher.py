@@ -1,0 +1,152 @@
+"""LocalLauncher against real subprocesses (a shell script stands in for the worker's interpreter)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from orca.launchers.base import PoolSpec, ReplicaState, WorkerEnv
+from orca.launchers.local import LocalLauncher, process_start_time, worker_command
+from orca.settings import LauncherSettings, Settings
+
+ENV = WorkerEnv(job_id="batch_t", redis_url="redis://127.0.0.1:1/0", store_url="file:///tmp/x", model="m")
+POOL = PoolSpec(key="cpu-tp1-pp1-local", launcher="local", gpu="cpu", engine="fake", engine_args={"fake_latency_s": "0.01"})
+
+# Stands in for `python -m orca.worker ...`: behaviour chosen by FAKE_WORKER_MODE.
+SCRIPT = """#!/bin/sh
+echo "args: $*"
+case "$FAKE_WORKER_MODE" in
+  exit0) exit 0 ;;
+  exit3) exit 3 ;;
+  stubborn) trap '' TERM; while true; do sleep 0.05; done ;;
+  *) trap 'exit 0' TERM; while true; do sleep 0.05; done ;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_python(tmp_path: Path) -> str:
+    path = tmp_path / "fake-python"
+    path.write_text(SCRIPT)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+def launcher(tmp_path: Path, fake_python: str, seen=None, grace: float = 5.0) -> LocalLauncher:
+    settings = Settings(home=tmp_path / "home", launcher=LauncherSettings(local_stop_grace_s=grace))
+    return LocalLauncher(settings, seen=seen, python=fake_python)
+
+
+def wait_state(l: LocalLauncher, replica, states, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replica = l.poll(replica)
+        if replica.state in states:
+            return replica
+        time.sleep(0.05)
+    raise AssertionError(f"replica stuck in {replica.state}")
+
+
+def test_worker_command_carries_engine_and_burst() -> None:
+    cmd = worker_command(ENV, POOL, "w-1", python="py")
+    assert cmd[:3] == ["py", "-m", "orca.worker"]
+    for flag, value in [("--job", "batch_t"), ("--pool", POOL.key), ("--worker-id", "w-1"), ("--engine", "fake"),
+                        ("--fake-latency-s", "0.01"), ("--model", "m"), ("--redis-url", ENV.redis_url)]:
+        assert cmd[cmd.index(flag) + 1] == value
+    assert "--burst" in cmd
+
+
+def test_launch_poll_starting_then_running(tmp_path: Path, fake_python: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_WORKER_MODE", "run")
+    reported = {"yes": False}
+    l = launcher(tmp_path, fake_python, seen=lambda job, worker: reported["yes"])
+    r = l.launch(ENV, POOL, "w-1")
+    try:
+        assert r.state is ReplicaState.PROVISIONING
+        pid, start = r.handle.split(":")
+        assert process_start_time(int(pid)) == start
+        assert l.poll(r).state is ReplicaState.STARTING
+        reported["yes"] = True
+        assert l.poll(r).state is ReplicaState.RUNNING
+        log = l.log_path("batch_t", "w-1")
+        assert log.parent == tmp_path / "home" / "logs" / "batch_t"
+        deadline = time.monotonic() + 5
+        while "args:" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "--engine fake" in log.read_text()
+    finally:
+        r = l.terminate(r)
+    assert r.state is ReplicaState.TERMINATED
+    assert l.terminate(r).state is ReplicaState.TERMINATED  # repeatable
+
+
+@pytest.mark.parametrize("mode,state", [("exit0", ReplicaState.TERMINATED), ("exit3", ReplicaState.FAILED)])
+def test_exit_code_maps_to_state(tmp_path: Path, fake_python: str, monkeypatch: pytest.MonkeyPatch, mode: str, state) -> None:
+    monkeypatch.setenv("FAKE_WORKER_MODE", mode)
+    l = launcher(tmp_path, fake_python)
+    r = wait_state(l, l.launch(ENV, POOL, "w-1"), {ReplicaState.TERMINATED, ReplicaState.FAILED})
+    assert r.state is state
+    assert r.ended_at is not None
+    if mode == "exit3":
+        assert "code 3" in r.message
+
+
+def test_kill_9_is_failed(tmp_path: Path, fake_python: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_WORKER_MODE", "run")
+    l = launcher(tmp_path, fake_python)
+    r = l.launch(ENV, POOL, "w-1")
+    os.kill(int(r.handle.split(":")[0]), signal.SIGKILL)
+    r = wait_state(l, r, {ReplicaState.FAILED, ReplicaState.TERMINATED})
+    assert r.state is ReplicaState.FAILED and "signal 9" in r.message
+
+
+def test_drain_sends_sigterm_and_ends_terminated(tmp_path: Path, fake_python: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_WORKER_MODE", "run")
+    l = launcher(tmp_path, fake_python)
+    r = l.drain(l.launch(ENV, POOL, "w-1"))
+    assert r.state is ReplicaState.DRAINING
+    r = wait_state(l, r, {ReplicaState.TERMINATED, ReplicaState.FAILED})
+    assert r.state is ReplicaState.TERMINATED
+
+
+def test_terminate_kills_a_worker_that_ignores_sigterm(tmp_path: Path, fake_python: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_WORKER_MODE", "stubborn")
+    l = launcher(tmp_path, fake_python, grace=0.5)
+    r = l.launch(ENV, POOL, "w-1")
+    time.sleep(0.2)  # let the script install its trap
+    t0 = time.monotonic()
+    r = l.terminate(r)
+    assert r.state is ReplicaState.TERMINATED
+    assert 0.4 < time.monotonic() - t0 < 5
+    assert process_start_time(int(r.handle.split(":")[0])) is None
+
+
+def test_another_launcher_adopts_by_pid(tmp_path: Path, fake_python: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted control plane has only the handle from Redis: it polls and stops the worker by pid."""
+    monkeypatch.setenv("FAKE_WORKER_MODE", "run")
+    parent = launcher(tmp_path, fake_python)
+    r = parent.launch(ENV, POOL, "w-1")
+    adopter = launcher(tmp_path, fake_python)
+    assert adopter.poll(r).state is ReplicaState.STARTING
+    os.kill(int(r.handle.split(":")[0]), signal.SIGKILL)
+    # Our test process is the parent, so the dead worker is a zombie: it must still read as gone.
+    r = wait_state(adopter, r, {ReplicaState.FAILED, ReplicaState.TERMINATED})
+    assert r.state is ReplicaState.FAILED and "unknown" in r.message
+    parent.poll(r)  # reap
+
+
+def test_recycled_pid_is_not_ours(tmp_path: Path, fake_python: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_WORKER_MODE", "run")
+    l = launcher(tmp_path, fake_python)
+    r = l.launch(ENV, POOL, "w-1")
+    try:
+        other = launcher(tmp_path, fake_python)
+        fake = type(r).from_dict({**r.to_dict(), "handle": f"{os.getpid()}:1"})  # live pid, wrong start time
+        assert other.poll(fake).state is ReplicaState.FAILED
+    finally:
+        l.terminate(r)
