@@ -14,8 +14,8 @@ class JobStats:
     """What ingest learned about a job: enough to size it."""
 
     n_requests: int
-    prompt_tokens: int
-    max_output_tokens: int
+    prompt_tokens: int           # whole job: sum over requests
+    max_output_tokens: int       # whole job: sum of each request's max_tokens (or the default)
     model: str
     endpoint: str = "/v1/chat/completions"
 
@@ -48,6 +48,8 @@ class Plan:
     expected_cost_usd: float
     risk: float                  # 0..1: probability-like score of missing the deadline
     instance_type: str | None = None
+    startup_s: float = 0.0       # launch to first chunk: boot/cold start plus model load
+    # For serverless plans ``region`` names the provider ("modal" | "runpod"); for local plans it is None.
 
     @property
     def key(self) -> str:
@@ -66,6 +68,18 @@ class PoolState:
     replica_tokens_per_s: float  # measured if known, else the plan's estimate
     price_per_replica_hour: float
     recent_preemptions: int = 0
+
+
+@dataclass(frozen=True)
+class PoolOption:
+    """A pool the runtime policy may grow or shrink: at most one per market (see orca.planner.policy)."""
+
+    key: str
+    market: Market
+    replica_tokens_per_s: float
+    price_per_replica_hour: float
+    startup_s: float             # launch to first chunk
+    max_replicas: int
 
 
 @dataclass(frozen=True)
