@@ -75,7 +75,7 @@ class _Run:
     lease: Lease
     task: asyncio.Task | None = None
     dispatched: asyncio.Event = field(default_factory=asyncio.Event)
-    dispatching: bool = False
+    dispatching: bool = False                 # at least one of its requests went to the engine
     cancel_reason: str | None = None   # "release" | "stale" | "hung"
 
 
@@ -288,9 +288,9 @@ class Worker:
                 return
             if previous is not None:
                 await previous.wait()
-            run.dispatching = True
             for req in requests:
                 tasks.append(await forwarder.submit(chunk_id, req))
+                run.dispatching = True  # a request is in flight: on stop, this chunk gets the grace period
             done_dispatching()
             lines = await asyncio.gather(*tasks)
             await self._commit(run, lines)

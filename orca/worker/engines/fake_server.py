@@ -16,7 +16,8 @@ Failure injection, read from the request body (which the worker forwards as is):
 * ``"fake_delay_s": 1.5`` - this request's own latency.
 * ``"fake_hang": true`` - never answer (a hung engine).
 
-``GET /fake/stats`` returns counters (requests, in_flight, max_in_flight, by_path).
+``GET /fake/stats`` returns counters (requests, in_flight, max_in_flight, by_path); in-process,
+``keep_log=True`` also records each served request's start and finish times and body.
 Run it as ``python -m orca.worker.engines.fake_server --port N --slots 64 --latency-s 0.02``
 or in-process with :class:`FakeOpenAIServer`.
 """
@@ -43,14 +44,16 @@ class FakeStats:
     max_in_flight: int = 0
     by_path: Counter = field(default_factory=Counter)
     failures_served: Counter = field(default_factory=Counter)
+    log: list = field(default_factory=list)  # (path, started, finished, body) per served request (monotonic s)
 
 
 class FakeOpenAIServer:
     """The fake server. ``start()`` runs it on a background thread and returns its base URL."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, slots: int = 64, latency_s: float = 0.0,
-                 models: tuple[str, ...] = ()) -> None:
+                 models: tuple[str, ...] = (), keep_log: bool = False) -> None:
         self.host, self.port = host, port
+        self.keep_log = keep_log
         self.slots, self.latency_s = slots, latency_s
         self.models = models
         self.stats = FakeStats()
@@ -81,11 +84,15 @@ class FakeOpenAIServer:
 
         def run() -> None:
             self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
             self._loop.run_until_complete(self._bind())
             ready.set()
             self._loop.run_forever()
             self._server.close()  # type: ignore[union-attr]
-            self._loop.run_until_complete(self._server.wait_closed())  # type: ignore[union-attr]
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:  # hung and keep-alive connections
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self._loop.close()
 
         self._thread = threading.Thread(target=run, name="fake-openai", daemon=True)
@@ -162,6 +169,7 @@ class FakeOpenAIServer:
                 return int(fail["status"]), {"error": {"message": "injected failure", "type": "fake", "code": "injected"}}
         assert self._sem is not None
         async with self._sem:
+            started = time.monotonic()
             self.stats.in_flight += 1
             self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
             try:
@@ -172,6 +180,8 @@ class FakeOpenAIServer:
                     await asyncio.sleep(delay)
             finally:
                 self.stats.in_flight -= 1
+        if self.keep_log:
+            self.stats.log.append((path, started, time.monotonic(), body))
         return 200, _response(path, body, self.stats.requests)
 
 
