@@ -22,8 +22,8 @@ The rules (work ``W``, done ``w``, remaining ``R = W - w``, time left ``T``, res
 1. **Spot whenever available.** A spot pool is sized to finish ``R`` (inflated by
    ``preemption_loss``) in ``spot_aim`` of the usable time, and is never shrunk while spot is up
    (except by the tail cap in rule 5). When spot is gone its target is 0.
-2. **Uniform progress.** Expected progress is a straight line from the first replica's start to the
-   safe deadline ``deadline * (1 - safety_margin)``. Behind the line (in-flight chunks counted as
+2. **Uniform progress.** Expected progress is a straight line from the first spot replica's start
+   (the fallback's, for a job without spot) to the safe deadline ``deadline * (1 - safety_margin)``. Behind the line (in-flight chunks counted as
    half done), fallback capacity is added so that spot (discounted by ``preemption_loss``) plus
    fallback reach the rate that finishes ``R`` in the time left.
 3. **Fallback market.** Among ``serverless`` and ``on_demand`` (``local`` for local jobs), the one
@@ -32,8 +32,9 @@ The rules (work ``W``, done ``w``, remaining ``R = W - w``, time left ``T``, res
 4. **Hysteresis and order of release.** Fallback is released only when progress is ahead of the
    line by two fallback start-ups, or when running spot alone exceeds the needed rate by
    ``scale_down_hysteresis``; serverless is dropped first, on-demand after.
-5. **Safety net.** Once the time left is within two fallback start-ups of what the line's rate
-   needs for ``R``, spot no longer counts: guaranteed capacity alone must finish ``R``, and it is
+5. **Safety net.** Once the time left is within two fallback start-ups of what the fallback pool
+   at its full size (``max_replicas``) needs for ``R`` -- Can't Be Late's ``remaining time <=
+   remaining work + 2d`` with the pool as the instance -- spot no longer counts: guaranteed capacity alone must finish ``R``, and it is
    never released. No pool keeps more replicas than the remaining work can keep busy
    (one chunk, ``ingest.target_chunk_s``, each).
 """
@@ -115,10 +116,9 @@ def decide(state: RuntimeState, options: Iterable[PoolOption], settings=None) ->
     n_fb = {m: cur[m] for m in FALLBACK_MARKETS if m in opts}
     safety = False
     if fb is not None:
-        first_start = min(o.startup_s for o in opts.values())
+        first_start = spot.startup_s if spot is not None else fb.startup_s
         safe_deadline = state.deadline_s * (1.0 - ps.safety_margin)
         span = max(1.0, safe_deadline - first_start)
-        line_rate = state.work_total / span
 
         def expected(t: float) -> float:
             return state.work_total * min(1.0, max(0.0, (t - first_start) / span))
@@ -129,7 +129,8 @@ def decide(state: RuntimeState, options: Iterable[PoolOption], settings=None) ->
         done = state.work_done + min(in_flight, remaining)
         need_rate = (state.work_total - done) / max(1.0, usable - fb.startup_s)
         fb_rate = sum(n_fb[m] * opts[m].replica_tokens_per_s for m in n_fb)
-        safety = usable <= remaining / line_rate + 2 * fb.startup_s
+        full_rate = fb.max_replicas * fb.replica_tokens_per_s
+        safety = usable <= remaining / full_rate + 2 * fb.startup_s
         behind = done < expected(state.now_s)
         ahead = done >= expected(state.now_s + 2 * fb.startup_s)
         counted_spot = 0.0 if safety else spot_rate

@@ -120,3 +120,12 @@ def test_preemption_loss_makes_spot_need_more_capacity():
         return next(p for p in plan(BIG_8B, 6 * 3600, c, settings=settings) if p.instance_type == "g6.xlarge")
 
     assert g6(lossy).replicas > g6(S).replicas
+
+
+def test_planner_import_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, orca.planner; print(sorted(m for m in ('numpy', 'pandas', 'sky', 'pydantic') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

@@ -1,0 +1,104 @@
+"""decide(): spot first, fallback when behind, hysteresis, safety net, serverless dropped first."""
+
+from __future__ import annotations
+
+from orca.planner.policy import decide, options_from_plans
+from orca.planner.types import Plan, PoolOption, PoolState, RuntimeState
+from orca.settings import Settings
+
+S = Settings()
+R = 1000.0
+SPOT = PoolOption("spot-pool", "spot", R, 0.4, 300, 8)
+OD = PoolOption("od-pool", "on_demand", R, 0.8, 300, 8)
+SL = PoolOption("sl-pool", "serverless", R, 0.7, 60, 8)
+OPTS = (SPOT, OD, SL)
+DEADLINE = 8 * 3600.0
+WORK = 4 * R * 4 * 3600  # four replicas for four hours
+
+
+def pool(o: PoolOption, running: int, starting: int = 0) -> PoolState:
+    return PoolState(o.key, o.market, running, starting, o.replica_tokens_per_s, o.price_per_replica_hour)
+
+
+def state(now: float, done: float, pools=(), spot=True, deadline=DEADLINE, work=WORK) -> RuntimeState:
+    return RuntimeState(now_s=now, deadline_s=deadline, work_total=work, work_done=done, pools=tuple(pools), spot_available=spot)
+
+
+def test_start_takes_spot_only():
+    d = decide(state(0, 0), OPTS, S)
+    assert d.targets["spot-pool"] >= 1 and d.targets["od-pool"] == 0 and d.targets["sl-pool"] == 0
+
+
+def test_spot_outage_while_ahead_waits():
+    # an hour in with 40% done: well ahead of the line, spot gone -> no fallback yet
+    d = decide(state(3600, 0.4 * WORK, spot=False), OPTS, S)
+    assert d.targets == {"spot-pool": 0, "od-pool": 0, "sl-pool": 0}
+
+
+def test_behind_adds_cheapest_fast_fallback():
+    d = decide(state(4 * 3600, 0.2 * WORK, spot=False), OPTS, S)
+    assert d.targets["sl-pool"] >= 1 and d.targets["od-pool"] == 0 and d.targets["spot-pool"] == 0
+    assert "behind" in d.reason
+
+
+def test_on_demand_chosen_when_it_is_cheaper():
+    pricey_sl = PoolOption("sl-pool", "serverless", R, 5.0, 60, 8)
+    d = decide(state(4 * 3600, 0.2 * WORK, spot=False), (SPOT, OD, pricey_sl), S)
+    assert d.targets["od-pool"] >= 1 and d.targets["sl-pool"] == 0
+
+
+def test_hysteresis_keeps_fallback_until_clearly_ahead():
+    # just on the line with serverless running: neither behind nor two start-ups ahead -> keep it
+    s = S.planner
+    safe = DEADLINE * (1 - s.safety_margin)
+    t = 3 * 3600
+    on_line = WORK * (t - SPOT.startup_s) / (safe - SPOT.startup_s)
+    pools = [pool(SL, 3)]
+    d = decide(state(t, on_line - 3 * R * S.ingest.target_chunk_s / 2 + 1, pools, spot=False), OPTS, S)
+    assert d.targets["sl-pool"] == 3
+    # clearly ahead -> released
+    d = decide(state(t, on_line + 0.1 * WORK, pools, spot=False), OPTS, S)
+    assert d.targets["sl-pool"] == 0
+
+
+def test_serverless_is_dropped_before_on_demand():
+    pools = [pool(SPOT, 8), pool(OD, 2), pool(SL, 2)]
+    d = decide(state(2 * 3600, 0.6 * WORK, pools, spot=True), OPTS, S)
+    assert d.targets["sl-pool"] == 0 and d.targets["od-pool"] == 2
+    d = decide(state(2 * 3600, 0.6 * WORK, [pool(SPOT, 8), pool(OD, 2)], spot=True), OPTS, S)
+    assert d.targets["od-pool"] == 0
+
+
+def test_safety_net_ignores_spot_near_the_deadline():
+    # 35 min left, a quarter of the work (about 30 min of the full fallback pool) left, spot running:
+    # spot no longer counts, the whole guaranteed pool is started
+    pools = [pool(SPOT, 8)]
+    d = decide(state(DEADLINE - 2100, WORK * 3 / 4, pools, spot=True), OPTS, S)
+    assert "safety net" in d.reason
+    assert d.targets["sl-pool"] == 8 and d.targets["spot-pool"] == 8
+    # an hour earlier the same spot pool is trusted
+    d = decide(state(DEADLINE - 5700, WORK * 3 / 4, pools, spot=True), OPTS, S)
+    assert d.targets["sl-pool"] == 0 and d.targets["od-pool"] == 0
+
+
+def test_done_and_foreign_pools_drain():
+    foreign = PoolState("old-pool", "spot", 3, 0, R, 0.4)
+    d = decide(state(100, WORK, [pool(SPOT, 4), foreign]), OPTS, S)
+    assert set(d.targets.values()) == {0} and "old-pool" in d.targets
+    d = decide(state(100, 0, [foreign]), OPTS, S)
+    assert d.targets["old-pool"] == 0
+
+
+def test_tail_caps_replicas_to_remaining_chunks():
+    pools = [pool(SPOT, 8)]
+    d = decide(state(3600, WORK - 2 * R * S.ingest.target_chunk_s, pools), OPTS, S)
+    assert d.targets["spot-pool"] <= 2
+
+
+def test_options_from_plans_takes_cheapest_per_market():
+    def p(market, cost, reps=1):
+        return Plan("L4", 1, 1, 1, market, "r", reps, 1.0, R, 100.0, cost, 0.1, startup_s=60.0)
+
+    opts = options_from_plans([p("spot", 1), p("spot", 2), p("serverless", 3, reps=40)], S)
+    assert [o.market for o in opts] == ["spot", "serverless"]
+    assert opts[1].max_replicas == 40 and opts[1].startup_s == 60.0
