@@ -126,7 +126,6 @@ def main() -> None:
         for trace in traces:
             for frac in (0.25, 0.75):
                 offset = trace.duration_s * frac
-        
                 avail = tick_availability(trace, offset, TICK_S, d_ticks)
                 opt_all = optimal_cost(avail, work_ticks, d_ticks, per_tick, startup_ticks)
                 opt_no_sl = optimal_cost(avail, work_ticks, d_ticks, {m: per_tick[m] for m in ("spot", "on_demand")}, startup_ticks)
