@@ -115,6 +115,9 @@ class ControlSettings(BaseModel):
     worker_seen_s: float = Field(30.0, description="A worker whose last metrics report is younger than this counts as running (not starting).")
     stack_start_timeout_s: float = Field(30.0, description="Time `up` waits for each embedded process (server, RQ worker) to come up.")
     stack_stop_timeout_s: float = Field(15.0, description="SIGTERM-to-SIGKILL time for embedded processes on `down`.")
+    wait_poll_s: float = Field(1.0, description="Status poll period of `orca submit --wait` and Job.wait(): progress looks live, one cheap GET a second.")
+    list_limit: int = Field(20, description="Jobs shown by `orca list` and `orca status` without a job id (OpenAI's default page size).")
+    openai_max_page: int = Field(100, description="Largest `limit` of the OpenAI-compatible list endpoints (OpenAI's own maximum).")
 
 
 class LauncherSettings(BaseModel):
