@@ -52,6 +52,13 @@ class ObjectStore(ABC):
     def delete(self, key: str) -> None:
         """Delete one object; deleting a missing key is not an error."""
 
+    def local_path(self, key: str) -> str | None:
+        """The object's file on this machine if the backend keeps objects as local files, else None.
+
+        Lets readers that need random access (ingest's second pass) skip a download.
+        """
+        return None
+
     def delete_prefix(self, prefix: str) -> int:
         n = 0
         for key in list(self.list(prefix)):
