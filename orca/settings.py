@@ -42,6 +42,7 @@ class StoreSettings(BaseModel):
     max_retries: int = Field(6, description="S3 throttling/5xx retries (tenacity, exponential backoff): rides out a minute of SlowDown.")
     retry_max_wait_s: float = Field(20.0, description="Longest single backoff between S3 retries.")
     read_buffer_kb: int = Field(1024, description="Read size for streaming objects: large reads amortise per-call overhead.")
+    local_fsync: bool = Field(True, description="Local store fsyncs each object before the rename: a committed chunk output survives a machine crash.")
 
 
 class IngestSettings(BaseModel):
