@@ -1,0 +1,387 @@
+"""Live GPU swap, make-before-break: a new pool joins the job's queue, the old pool drains.
+
+Two layers:
+
+* :func:`swap_step` - a pure state machine. Data in (the swap record and what was
+  observed this tick), decisions out (the next record and a list of actions).
+* :class:`SwapManager` - performs those actions through the job registry (pool states,
+  swap history), the chunk queue (``drain``/``undrain``) and the launchers.
+
+Phases (``SwapOut.state``)::
+
+    launching --(new pool completed >= 1 chunk since the swap began)--> draining
+    draining  --(old pool has no live replica, or swap_grace_s passed)--> done
+    launching/draining --(swap --cancel)--> cancelled
+    launching --(swap_max_failures new replicas failed, none completed)--> cancelled
+
+* launching: the new pool is added to ``JobRecord.pools`` as ``active`` with the old
+  pool's target, so the controller launches its replicas on the same queue (with its own
+  launcher instances). The old pool is untouched: it keeps working, and keeps being scaled.
+* draining starts only once a new replica **completed** a chunk (``pool_completions``),
+  not merely started: the old pool's state becomes ``draining`` (the controller stops
+  scaling it), ``ChunkQueue.drain(old)`` stops its claims, and ``launcher.drain`` sends
+  every live old replica SIGTERM semantics (finish in-flight chunks within the worker's
+  drain grace, release the rest without charging an attempt, exit).
+* done: when every old replica has ended, or ``swap_grace_s`` after draining began, every
+  old replica still live is terminated and the old pool becomes ``drained``.
+* cancelled: the new pool becomes ``cancelled`` and its replicas are terminated; the old
+  pool is undrained and ``active`` again (the controller relaunches any old replica that
+  already exited).
+
+The swap record lives in ``JobRecord.swaps`` (a list; the last entry with state launching
+or draining is the active swap; finished entries are the history). Each entry has the
+``SwapOut`` fields (state, from_pool, to_pool, started_at, finished_at) plus
+``reason``, ``drain_started_at``, ``baseline_completions``, ``cancel_requested`` and
+``cost_usd`` (pool key -> money spent by that pool's replicas, updated every tick).
+
+What the control plane calls (``orca/control/service.py`` and the controller)::
+
+    SwapManager(settings, registry).request(record, swap_request)   # API: POST /api/jobs/{id}/swap
+        # starts a swap (record must be in_progress), or with swap_request.cancel backs one out.
+        # Raises JobStateError (no pool to swap from, swap already running, nothing to cancel,
+        # same pool) or JobStateError when the job's lock stays busy for swap_lock_wait_s.
+    SwapManager(settings, registry, launchers=controller.launcher).tick(record, queue)
+        # every controller tick of a job (under the job's lock, after polling replicas);
+        # a job that left in_progress closes its active swap without acting.
+
+``registry`` needs: ``get(job_id) -> JobRecord``, ``update(job_id, **fields)``,
+``replicas(job_id) -> list[Replica]``, ``put_replica(replica)``,
+``add_event(job_id, kind, message)``, ``lock(job_id)`` (context manager yielding bool),
+``redis_url`` (``orca.queue.jobs.JobRegistry`` has all of them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+from orca.errors import JobStateError
+from orca.launchers.base import Launcher, PoolSpec, Replica, ReplicaState
+from orca.launchers.costs import pool_costs
+from orca.models import JobStatus
+from orca.settings import Settings, get_settings
+
+
+class SwapPhase(str, Enum):
+    LAUNCHING = "launching"
+    DRAINING = "draining"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+    @property
+    def active(self) -> bool:
+        return self in (SwapPhase.LAUNCHING, SwapPhase.DRAINING)
+
+
+@dataclass(frozen=True)
+class SwapState:
+    """One swap, as stored in ``JobRecord.swaps``."""
+
+    from_pool: str
+    to_pool: str
+    state: SwapPhase
+    started_at: float
+    baseline_completions: int = 0     # to_pool's completions when the swap began
+    drain_started_at: float | None = None
+    finished_at: float | None = None
+    cancel_requested: bool = False
+    reason: str = ""
+    cost_usd: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "state": self.state.value}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SwapState":
+        names = cls.__dataclass_fields__
+        return cls(**{**{k: v for k, v in d.items() if k in names}, "state": SwapPhase(d["state"])})
+
+
+@dataclass(frozen=True)
+class SwapObservation:
+    """What the manager saw this tick."""
+
+    now: float
+    to_completions: int      # pool_completions()[to_pool]
+    to_failed: int           # new-pool replicas that ended FAILED
+    from_live: int           # old-pool replicas still live
+
+
+# -- actions -----------------------------------------------------------------
+@dataclass(frozen=True)
+class SetPoolState:
+    pool: str
+    state: str               # active | draining | drained | cancelled
+
+
+@dataclass(frozen=True)
+class DrainQueue:
+    pool: str
+
+
+@dataclass(frozen=True)
+class UndrainQueue:
+    pool: str
+
+
+@dataclass(frozen=True)
+class DrainReplicas:
+    pool: str
+
+
+@dataclass(frozen=True)
+class TerminateReplicas:
+    pool: str
+
+
+Action = SetPoolState | DrainQueue | UndrainQueue | DrainReplicas | TerminateReplicas
+
+
+def swap_step(swap: SwapState, obs: SwapObservation, grace_s: float, max_failures: int) -> tuple[SwapState, list[Action]]:
+    """The next swap record and the actions to take now (pure)."""
+    if not swap.state.active:
+        return swap, []
+    old, new = swap.from_pool, swap.to_pool
+    if swap.cancel_requested:
+        return (replace(swap, state=SwapPhase.CANCELLED, finished_at=obs.now, reason=swap.reason or "cancelled by user"),
+                [SetPoolState(new, "cancelled"), TerminateReplicas(new), UndrainQueue(old), SetPoolState(old, "active")])
+    if swap.state is SwapPhase.LAUNCHING:
+        if obs.to_completions - swap.baseline_completions >= 1:
+            return (replace(swap, state=SwapPhase.DRAINING, drain_started_at=obs.now),
+                    [SetPoolState(old, "draining"), DrainQueue(old), DrainReplicas(old)])
+        if obs.to_failed >= max_failures:
+            return (replace(swap, state=SwapPhase.CANCELLED, finished_at=obs.now,
+                            reason=f"{obs.to_failed} new replicas failed before completing a chunk"),
+                    [SetPoolState(new, "cancelled"), TerminateReplicas(new)])
+        return swap, []
+    # draining
+    assert swap.drain_started_at is not None
+    if obs.from_live == 0:
+        reason = "old pool drained"
+    elif obs.now - swap.drain_started_at >= grace_s:
+        reason = f"grace of {grace_s:.0f}s expired; old replicas terminated"
+    else:
+        return swap, []
+    return (replace(swap, state=SwapPhase.DONE, finished_at=obs.now, reason=reason),
+            [TerminateReplicas(old), SetPoolState(old, "drained")])
+
+
+# -- building the new pool -----------------------------------------------------
+def pool_key(gpu: str, tp: int, pp: int, market: str, region: str | None = None) -> str:
+    """Same shape as ``Plan.key``."""
+    return f"{gpu}-tp{tp}-pp{pp}-{market}" + (f"-{region}" if region else "")
+
+
+def catalog_price(catalog: Any, launcher: str, gpu: str, gpus: int, market: str, region: str | None) -> float:
+    """Price per replica-hour of ``gpus`` x ``gpu`` in ``market`` from the planner's catalog (0 when unknown)."""
+    if launcher == "local" or market == "local":
+        return 0.0
+    if market == "serverless":
+        offers = [o for o in catalog.serverless if o.provider == launcher and gpu in o.gpu_hour]
+        return min((o.gpu_hour[gpu] * gpus for o in offers), default=0.0)
+    best = None
+    for inst in catalog.instances:
+        if inst.gpu != gpu or inst.gpus != gpus:
+            continue
+        for price in inst.prices:
+            value = price.spot if market == "spot" else price.on_demand
+            if value is not None and (region is None or price.region == region):
+                best = value if best is None else min(best, value)
+    return best or 0.0
+
+
+def new_pool_for(old: dict, gpu: str, tp: int, pp: int, market: str, launcher: str | None, settings: Settings,
+                 catalog: Any = None) -> dict:
+    """The new pool (a ``JobRecord.pools`` entry) for a swap away from ``old``."""
+    launcher = launcher or old.get("launcher", "local")
+    market = "local" if launcher == "local" else ("serverless" if launcher in ("modal", "runpod") else market)
+    engine_args = dict(old.get("engine_args") or {})
+    if launcher == "local":
+        engine_args.update(settings.launcher.local_swap_profiles.get(gpu, {}))
+    if catalog is None and launcher != "local":
+        from orca.planner.catalog import load_catalog
+
+        catalog = load_catalog()
+    price = catalog_price(catalog, launcher, gpu, tp * pp, market, None) if catalog is not None else 0.0
+    spec = PoolSpec(key=pool_key(gpu, tp, pp, market), launcher=launcher, gpu=gpu, gpus_per_replica=tp * pp, tp=tp,
+                    pp=pp, market=market, region=None, price_per_replica_hour=price,
+                    engine=old.get("engine", "vllm"), engine_args=engine_args)
+    return {**asdict(spec), "state": "active"}
+
+
+# -- the manager ----------------------------------------------------------------
+LauncherLookup = Callable[[dict], Launcher]
+
+
+class SwapManager:
+    def __init__(self, settings: Settings | None, registry: Any, launchers: LauncherLookup | None = None,
+                 clock: Callable[[], float] = time.time, queues: Callable[[str], Any] | None = None) -> None:
+        """``launchers``: pool dict -> Launcher (pass the controller's, so one instance sees every replica);
+        ``queues``: job id -> chunk queue (default: a ``ChunkQueue`` on the registry's Redis, closed after use)."""
+        self.settings = settings or get_settings()
+        self.registry = registry
+        self._launchers = launchers
+        self._clock = clock
+        self._queues = queues
+
+    # -- API side --------------------------------------------------------
+    def request(self, record: Any, request: Any) -> SwapState:
+        """Start a swap (``request``: gpu, tp, pp, market, launcher) or back one out (``request.cancel``)."""
+        with self._locked(record.id):
+            record = self.registry.get(record.id)
+            if record.status is not JobStatus.IN_PROGRESS:
+                raise JobStateError("only a running job can swap", status=record.status.value)
+            active = self.active(record)
+            if request.cancel:
+                if active is None:
+                    raise JobStateError("no swap in progress to cancel")
+                return self._advance(record, replace(active, cancel_requested=True), queue=None)
+            if active is not None:
+                raise JobStateError("a swap is already in progress", from_pool=active.from_pool, to_pool=active.to_pool)
+            return self._start(record, request)
+
+    def _start(self, record: Any, request: Any) -> SwapState:
+        pools = [dict(p) for p in record.pools]
+        current = [p for p in pools if p.get("state", "active") == "active"]
+        if not current:
+            raise JobStateError("the job has no active pool to swap from")
+        old = current[0]
+        if old.get("target") is None:
+            old["target"] = int((record.plan or {}).get("replicas", 1))
+        new = new_pool_for(old, request.gpu, request.tp, request.pp, request.market, request.launcher, self.settings)
+        new["target"] = old["target"]
+        if new["key"] == old["key"]:
+            raise JobStateError("the job already runs on that pool", pool=old["key"])
+        pools = [p for p in pools if p["key"] != new["key"]] + [new]
+        baseline = self._completions(record.id).get(new["key"], 0)
+        swap = SwapState(from_pool=old["key"], to_pool=new["key"], state=SwapPhase.LAUNCHING,
+                         started_at=self._clock(), baseline_completions=baseline)
+        self.registry.update(record.id, pools=pools, swaps=self._history(record) + [swap.to_dict()])
+        self.registry.add_event(record.id, "swap_started", f"swap {old['key']} -> {new['key']}: launching the new pool")
+        return swap
+
+    # -- controller side -------------------------------------------------
+    def tick(self, record: Any, queue: Any = None) -> SwapState | None:
+        """Advance the job's active swap, if any (call under the job's lock, after polling replicas)."""
+        active = self.active(record)
+        if active is None:
+            return None
+        if record.status is not JobStatus.IN_PROGRESS:
+            closed = replace(active, state=SwapPhase.DONE if active.state is SwapPhase.DRAINING else SwapPhase.CANCELLED,
+                             finished_at=self._clock(), reason=f"job left in_progress ({record.status.value})")
+            self._save(record, closed)
+            return closed
+        return self._advance(record, active, queue)
+
+    @staticmethod
+    def active(record: Any) -> SwapState | None:
+        swaps = getattr(record, "swaps", None) or []
+        if swaps and SwapPhase(swaps[-1]["state"]).active:
+            return SwapState.from_dict(swaps[-1])
+        return None
+
+    # -- internals -------------------------------------------------------
+    @contextmanager
+    def _queue(self, job_id: str, queue: Any = None) -> Iterator[Any]:
+        if queue is not None:
+            yield queue
+        elif self._queues is not None:
+            yield self._queues(job_id)
+        else:
+            from orca.queue import ChunkQueue
+
+            with ChunkQueue(self.registry.redis_url, job_id, self.settings.queue) as own:
+                yield own
+
+    def _advance(self, record: Any, swap: SwapState, queue: Any) -> SwapState:
+        with self._queue(record.id, queue) as queue:
+            replicas = self.registry.replicas(record.id)
+            obs = SwapObservation(
+                now=self._clock(),
+                to_completions=int(queue.pool_completions().get(swap.to_pool, 0)),
+                to_failed=sum(1 for r in replicas if r.pool == swap.to_pool and r.state is ReplicaState.FAILED),
+                from_live=sum(1 for r in replicas if r.pool == swap.from_pool and r.state.live),
+            )
+            nxt, actions = swap_step(swap, obs, self.settings.launcher.swap_grace_s, self.settings.launcher.swap_max_failures)
+            pools = self._apply(record, actions, queue, replicas)
+            costs = pool_costs(r for r in self.registry.replicas(record.id) if r.pool in (swap.from_pool, swap.to_pool))
+            nxt = replace(nxt, cost_usd={k: round(v, 6) for k, v in costs.items()})
+            if nxt != swap or pools is not None:
+                self._save(record, nxt, pools)
+            if nxt.state is not swap.state:
+                self.registry.add_event(record.id, f"swap_{nxt.state.value}",
+                                        f"swap {swap.from_pool} -> {swap.to_pool}: {nxt.state.value}"
+                                        + (f" ({nxt.reason})" if nxt.reason else ""))
+            return nxt
+
+    def _apply(self, record: Any, actions: Iterable[Action], queue: Any, replicas: list[Replica]) -> list[dict] | None:
+        """Perform ``actions``; returns the new pools list when a pool state changed."""
+        pools = [dict(p) for p in record.pools]
+        changed = False
+        by_key = {p["key"]: p for p in pools}
+        for action in actions:
+            if isinstance(action, SetPoolState):
+                if action.pool in by_key:
+                    by_key[action.pool]["state"] = action.state
+                    changed = True
+            elif isinstance(action, DrainQueue):
+                queue.drain(action.pool)
+            elif isinstance(action, UndrainQueue):
+                queue.undrain(action.pool)
+            elif isinstance(action, (DrainReplicas, TerminateReplicas)):
+                pool = by_key.get(action.pool, {"launcher": "local"})
+                for replica in replicas:
+                    if replica.pool != action.pool or not replica.state.live:
+                        continue
+                    launcher = self._launcher(pool, replica)
+                    if isinstance(action, DrainReplicas):
+                        replica = launcher.drain(replica)
+                    else:
+                        replica = launcher.terminate(replica)
+                    self.registry.put_replica(replica)
+        if changed:
+            record.pools = pools
+        return pools if changed else None
+
+    def _launcher(self, pool: dict, replica: Replica) -> Launcher:
+        pool = pool if "launcher" in pool else {**pool, "launcher": replica.launcher}
+        if self._launchers is not None:
+            return self._launchers(pool)
+        from orca.control.controller import launcher_for_pool
+
+        return launcher_for_pool(self.settings, pool, self.registry)
+
+    def _save(self, record: Any, swap: SwapState, pools: list[dict] | None = None) -> None:
+        swaps = self._history(record)
+        swaps = swaps[:-1] + [swap.to_dict()] if swaps else [swap.to_dict()]
+        fields: dict[str, Any] = {"swaps": swaps}
+        if pools is not None:
+            fields["pools"] = pools
+        self.registry.update(record.id, **fields)
+        record.swaps = swaps
+
+    @staticmethod
+    def _history(record: Any) -> list[dict]:
+        return [dict(s) for s in (getattr(record, "swaps", None) or [])]
+
+    def _completions(self, job_id: str) -> dict[str, int]:
+        with self._queue(job_id) as queue:
+            return queue.pool_completions()
+
+    @contextmanager
+    def _locked(self, job_id: str) -> Iterator[None]:
+        """Hold the job's controller lock, waiting up to ``swap_lock_wait_s`` for a tick to let go."""
+        wait_s = self.settings.launcher.swap_lock_wait_s
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self.registry.lock(job_id) as mine:
+                if mine:
+                    yield
+                    return
+            if time.monotonic() >= deadline:
+                raise JobStateError("the job is busy; try the swap again", job_id=job_id)
+            time.sleep(wait_s / 100)
