@@ -8,6 +8,7 @@ Routes and bodies are the contract in ``orca/control/schemas.py``. Errors are
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from collections.abc import Iterator
@@ -229,7 +230,7 @@ def create_app(service: OrcaService) -> FastAPI:
         return svc.plan(user, file.file, request)
 
     try:
-        from orca.control import openai_api
+        openai_api = importlib.import_module("orca.control.openai_api")
     except ModuleNotFoundError as exc:  # the OpenAI router is optional until it is installed
         if exc.name != "orca.control.openai_api":
             raise

@@ -25,6 +25,7 @@ import uuid
 
 from orca.control import lifecycle
 from orca.control.service import OrcaService
+from orca.control.swap import SwapManager
 from orca.errors import JobStateError, OrcaError
 from orca.launchers.base import Launcher, PoolSpec, Replica, ReplicaState, WorkerEnv
 from orca.launchers.local import LocalLauncher
@@ -209,14 +210,19 @@ class Controller:
         if record.replica_failures >= self.settings.launcher.max_replica_failures:
             self._to(record, S.FAILED, f"{record.replica_failures} worker replicas failed; giving up")
             return
+        if SwapManager.active(record) is not None:
+            SwapManager(self.settings, self.registry, launchers=self.launcher).tick(record, queue)
+            record = self.registry.get(record.id)
+            replicas = self.registry.replicas(record.id)
         self._scale(record, replicas, counts)
 
     def _scale(self, record: JobRecord, replicas: list[Replica], counts: QueueCounts) -> None:
         """Bring each active pool to its target, never above the chunks left to run.
 
-        Local pools keep the plan's replica count (local workers cost nothing, so the fastest
-        finish is the cheapest). Cloud pools follow the runtime policy's decision, which may
-        open a pool in another market from the job's options or shrink one (drain).
+        A pool with an explicit ``target`` (a swap sets one) keeps it. Local pools keep the plan's
+        replica count (local workers cost nothing, so the fastest finish is the cheapest). Cloud
+        pools follow the runtime policy's decision, which may open a pool in another market from
+        the job's options or shrink one (drain).
         """
         remaining = counts.pending + counts.leased
         targets = self._policy_targets(record, replicas, counts)
@@ -233,10 +239,14 @@ class Controller:
         for pool in pools:
             if pool.get("state", "active") != "active":
                 continue
-            if pool.get("launcher") == "local":
-                target = min(int((record.plan or {}).get("replicas", 1)), self.settings.launcher.local_max_workers)
+            if pool.get("target") is not None:  # set by a swap
+                target = int(pool["target"])
+            elif pool.get("launcher") == "local":
+                target = int((record.plan or {}).get("replicas", 1))
             else:
                 target = targets.get(pool["key"], 0)
+            if pool.get("launcher") == "local":
+                target = min(target, self.settings.launcher.local_max_workers)
             target = min(target, remaining)
             working = [r for r in replicas if r.pool == pool["key"] and r.state.live and r.state is not ReplicaState.DRAINING]
             for _ in range(target - len(working)):

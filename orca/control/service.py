@@ -66,6 +66,13 @@ def _write_upload(store: ObjectStore, key: str, data: Upload) -> int:
     return store.size(key)
 
 
+def _deadline_s(spec: JobCreate) -> float:
+    try:
+        return lifecycle.parse_duration(spec.deadline)
+    except ValueError as exc:
+        raise InputValidationError(str(exc), errors=[ValidationIssue(code="invalid_deadline", message=str(exc), param="deadline")]) from None
+
+
 class OrcaService:
     """Job and file operations over one registry, store and background queue."""
 
@@ -89,7 +96,7 @@ class OrcaService:
             settings,
             JobRegistry(settings.redis_url, settings),
             Background(settings.redis_url, settings, synchronous=synchronous),
-            open_store(store_url_for(settings)),
+            open_store(store_url_for(settings), settings.store),
         )
 
     def close(self) -> None:
@@ -104,6 +111,7 @@ class OrcaService:
     # -- jobs -----------------------------------------------------------
     def create_job(self, user: str, data: Upload, spec: JobCreate, filename: str = "input.jsonl") -> Job:
         """Store the input file and start validating it (in the background). Returns the new job."""
+        _deadline_s(spec)  # a bad deadline stores nothing
         input_file = self.create_file(user, data, filename, "batch")
         return self._start_job(user, input_file, spec)
 
@@ -112,10 +120,7 @@ class OrcaService:
         return self._start_job(user, self.get_file(user, file_id), spec)
 
     def _start_job(self, user: str, input_file: FileRecord, spec: JobCreate) -> Job:
-        try:
-            deadline_s = lifecycle.parse_duration(spec.deadline)
-        except ValueError as exc:
-            raise InputValidationError(str(exc), errors=[ValidationIssue(code="invalid_deadline", message=str(exc), param="deadline")]) from None
+        deadline_s = _deadline_s(spec)
         launcher = spec.launcher or self.settings.control.default_launcher
         now = time.time()
         job_id = new_job_id()
@@ -288,6 +293,7 @@ class OrcaService:
             done, failed = lifecycle.estimate_request_counts(record.n_requests, progress.chunks_total, progress.chunks_done, progress.chunks_dead)
             counts = RequestCounts(total=record.n_requests, completed=done, failed=failed)
         replicas = self.registry.replicas(record.id) if record.chunks_total else []
+        completions = self.queue(record.id).pool_completions() if record.pools else {}
         cost = sum(r.cost_usd for r in replicas)
         pools = []
         live_price = 0.0
@@ -301,7 +307,7 @@ class OrcaService:
             pools.append(PoolOut(
                 key=pool["key"], launcher=pool["launcher"], gpu=pool["gpu"], market=pool["market"],
                 state=pool.get("state", "active"), replicas=states,
-                chunks_completed=int(pool.get("chunks_completed", 0)),
+                chunks_completed=int(completions.get(pool["key"], 0)),
                 cost_usd=sum(r.cost_usd for r in replicas if r.pool == pool["key"]),
             ))
         swaps = [SwapOut.model_validate(s) for s in getattr(record, "swaps", None) or []]
