@@ -89,16 +89,3 @@ def estimate_request_counts(n_requests: int, chunks_total: int, chunks_done: int
     completed = round(n_requests * chunks_done / chunks_total)
     failed = min(n_requests - completed, round(n_requests * chunks_dead / chunks_total))
     return completed, failed
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in '90m', '2h', '1d', '45s' or a plain number of seconds; ValueError on anything else."""
-    t = text.strip().lower()
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-    try:
-        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
-    except ValueError:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 90m, 2h, 1d or seconds)") from None
-    if value <= 0:
-        raise ValueError(f"duration must be positive: {text!r}")
-    return value

@@ -21,6 +21,7 @@ from orca.control import lifecycle
 from orca.control.schemas import (
     Job, JobCreate, PlanOut, PoolOut, Progress, RequestCounts, SwapOut, SwapRequest,
 )
+from orca.durations import parse_duration
 from orca.errors import InputValidationError, JobNotFoundError, JobStateError, ObjectNotFoundError
 from orca.launchers.base import ReplicaState
 from orca.models import JobStatus, ValidationIssue
@@ -68,7 +69,7 @@ def _write_upload(store: ObjectStore, key: str, data: Upload) -> int:
 
 def _deadline_s(spec: JobCreate) -> float:
     try:
-        return lifecycle.parse_duration(spec.deadline)
+        return parse_duration(spec.deadline)
     except ValueError as exc:
         raise InputValidationError(str(exc), errors=[ValidationIssue(code="invalid_deadline", message=str(exc), param="deadline")]) from None
 

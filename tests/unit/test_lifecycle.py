@@ -68,14 +68,3 @@ def test_estimated_request_counts() -> None:
     assert lifecycle.estimate_request_counts(100, 10, 10, 0) == (100, 0)
     done, failed = lifecycle.estimate_request_counts(7, 3, 2, 1)
     assert done + failed == 7
-
-
-@pytest.mark.parametrize("text,seconds", [("90m", 5400), ("2h", 7200), ("1d", 86400), ("45s", 45), ("120", 120), (" 1.5H ", 5400)])
-def test_parse_duration(text: str, seconds: float) -> None:
-    assert lifecycle.parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "h", "2x", "-5m", "0", "abc"])
-def test_parse_duration_rejects_junk(text: str) -> None:
-    with pytest.raises(ValueError):
-        lifecycle.parse_duration(text)
