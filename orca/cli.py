@@ -1,0 +1,406 @@
+"""The ``orca`` command line (typer). The only module that imports typer.
+
+Commands talk to the control plane through ``orca.Client`` (``ORCA_API_URL``, or the embedded
+stack under ``ORCA_HOME``; ``orca submit`` starts it when it is not running). ``orca plan``
+runs locally, without a server: it validates the file with ``orca.ingest`` and calls the
+planner's pure functions, importing nothing heavy (no FastAPI, uvicorn, boto3, redis).
+
+Output: human text on stdout, notices and progress on stderr; ``--json`` prints one JSON
+object on stdout instead. Exit codes: 0 ok; 1 an orca error (one line on stderr; validation
+errors listed by line) or a waited-for job that did not complete; 2 bad usage; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
+
+import typer
+
+from orca.errors import InputValidationError, OrcaError
+
+if TYPE_CHECKING:
+    from orca.client import Client
+    from orca.control.schemas import Job
+    from orca.settings import Settings
+
+app = typer.Typer(
+    name="orca", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Batch LLM inference: OpenAI Batch JSONL in, deadline-aware GPU workers, one output line per request out.",
+)
+
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (for scripts).")]
+JobArg = Annotated[str, typer.Argument(help="Job id (batch_...).")]
+DeadlineOpt = Annotated[str, typer.Option("--deadline", "-d", help="Time from now to finish by: 90m, 2h, 1d, 1h30m or seconds.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model to run (overrides the model named in the requests).")]
+GpuOpt = Annotated[Optional[str], typer.Option("--gpu", help="Restrict the planner to one GPU type (e.g. H100, L4, cpu).")]
+MarketOpt = Annotated[Optional[list[str]], typer.Option("--market", help="Allowed market (repeatable): spot, on_demand, serverless, local.")]
+
+
+def _err(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+def _print_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _fail(exc: OrcaError) -> None:
+    """One line on stderr (plus the validation errors by line, if any); exit 1."""
+    from orca.cli_format import issue_lines
+
+    _err(f"orca: error: {exc}")
+    if isinstance(exc, InputValidationError) and exc.errors:
+        for line in issue_lines(exc.errors, total=exc.context.get("error_count")):
+            _err(line)
+    raise typer.Exit(EXIT_FAILED)
+
+
+def _command(*names: str, **kwargs: Any) -> Callable[[Callable], Callable]:
+    """``app.command`` that turns OrcaError into one stderr line and exit 1, Ctrl-C into exit 130."""
+    def register(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(*args: Any, **kw: Any) -> Any:
+            try:
+                return fn(*args, **kw)
+            except OrcaError as exc:
+                _fail(exc)
+            except KeyboardInterrupt:
+                _err("orca: interrupted")
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+
+        app.command(*names, **kwargs)(run)
+        return fn
+    return register
+
+
+# -- seams (tests replace these) ------------------------------------------------
+def get_settings() -> "Settings":
+    from orca.settings import get_settings as settings
+
+    return settings()
+
+
+def make_client(start: bool = False) -> "Client":
+    """The client for this invocation; ``start`` starts the embedded stack when no server is configured."""
+    from orca.client import Client
+
+    return Client(settings=get_settings(), start=start, notice=_err)
+
+
+# -- local validation (plan, submit) -----------------------------------------------------
+def local_stats(path: Path, model: str | None, allow_multiple_models: bool = False):
+    """Validate ``path`` here with ``orca.ingest`` and return its ``JobStats``; InputValidationError lists problems by line."""
+    from orca.ingest import validate_file
+
+    if not path.is_file():
+        raise InputValidationError(f"no such file: {path}")
+    return validate_file(path, model=model, settings=get_settings().ingest, allow_multiple_models=allow_multiple_models)
+
+
+def _deadline_s(deadline: str) -> float:
+    from orca.durations import parse_duration
+
+    try:
+        return parse_duration(deadline)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--deadline") from None
+
+
+# -- commands ---------------------------------------------------------------------------
+@_command("plan")
+def plan_cmd(
+    file: Annotated[Path, typer.Argument(help="Batch input (OpenAI Batch JSONL).")],
+    deadline: DeadlineOpt = "24h",
+    model: ModelOpt = None,
+    gpu: GpuOpt = None,
+    market: MarketOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print the plans (GPU, TP/PP, market, replicas, ETA, cost) for a file without launching anything."""
+    from orca.planner.render import plan_for_stats, plan_to_dict, plans_table
+
+    deadline_s = _deadline_s(deadline)
+    stats = local_stats(file, model)
+    plans = plan_for_stats(stats, deadline_s, model=model, markets=tuple(market) if market else None,
+                           gpus=(gpu,) if gpu else (), settings=get_settings())
+    if json_out:
+        _print_json({"object": "list", "data": [plan_to_dict(p) for p in plans], "n_requests": stats.n_requests,
+                     "est_prompt_tokens": stats.prompt_tokens, "est_output_tokens": stats.max_output_tokens,
+                     "model": model or stats.model, "deadline_s": deadline_s})
+        return
+    typer.echo(f"{stats.n_requests} requests to {model or stats.model} ({stats.endpoint}), "
+               f"~{stats.prompt_tokens:,} prompt + {stats.max_output_tokens:,} output tokens; deadline {deadline}")
+    typer.echo(plans_table(plans))
+
+
+@_command("submit")
+def submit_cmd(
+    file: Annotated[Path, typer.Argument(help="Batch input (OpenAI Batch JSONL).")],
+    deadline: DeadlineOpt = "24h",
+    model: ModelOpt = None,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow the job with a progress bar until it ends.")] = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="With --wait: write the results here when the job completes.")] = None,
+    launcher: Annotated[Optional[str], typer.Option("--launcher", help="local, skypilot, modal or runpod (default: the server's).")] = None,
+    gpu: GpuOpt = None,
+    market: MarketOpt = None,
+    metadata: Annotated[Optional[list[str]], typer.Option("--metadata", help="KEY=VALUE to attach to the job (repeatable).")] = None,
+    allow_multiple_models: Annotated[bool, typer.Option("--allow-multiple-models", help="Accept requests naming different models.")] = False,
+    validate: Annotated[bool, typer.Option("--validate/--no-validate", help="Validate the file here before uploading (fails fast, launches nothing).")] = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Submit a batch file; with --wait, follow it to the end (exit 1 unless it completed)."""
+    _deadline_s(deadline)
+    meta = {}
+    for item in metadata or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--metadata")
+        meta[key] = value
+    if output is not None and not wait:
+        raise typer.BadParameter("--output needs --wait (or use `orca results JOB -o FILE`)", param_hint="--output")
+    if validate:
+        stats = local_stats(file, model, allow_multiple_models)
+        if not json_out:
+            _err(f"orca: {file}: {stats.n_requests} valid requests to {model or stats.model}")
+    client = make_client(start=True)
+    handle = client.submit(file, deadline=deadline, model=model, launcher=launcher, gpu=gpu, markets=market,
+                           metadata=meta, allow_multiple_models=allow_multiple_models)
+    job = handle.job
+    if not wait:
+        if json_out:
+            _print_json(job.model_dump(mode="json"))
+        else:
+            typer.echo(job.id)
+            _err(f"orca: submitted {job.id} (deadline {deadline}); follow it with `orca status {job.id}`")
+        return
+    if not json_out:
+        _err(f"orca: submitted {job.id} (deadline {deadline}); waiting (Ctrl-C stops waiting, not the job)")
+    _wait_and_report(client, job.id, output, json_out)
+
+
+def _wait_and_report(client: "Client", job_id: str, output: Path | None, json_out: bool) -> None:
+    try:
+        job = client.wait(job_id, progress=True)
+    except KeyboardInterrupt:
+        _err(f"orca: stopped waiting; {job_id} keeps running (`orca status {job_id}`, `orca cancel {job_id}`)")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    written = None
+    if output is not None and job.output_available:
+        with open(output, "wb") as f:
+            written = client.download(job_id, f, "results")
+    if json_out:
+        _print_json(job.model_dump(mode="json"))
+    else:
+        _final_summary(job, output if written is not None else None)
+    if job.status.value != "completed":
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _final_summary(job: "Job", output: Path | None) -> None:
+    from orca.cli_format import cost_text, issue_lines
+    from orca.durations import format_duration
+
+    c = job.request_counts
+    end = job.completed_at or job.failed_at or job.cancelled_at or job.expired_at or time.time()
+    typer.echo(f"{job.id} {job.status.value}: {c.completed}/{c.total} requests succeeded, {c.failed} failed, "
+               f"in {format_duration(end - job.created_at)}, cost {cost_text(job)}")
+    if job.message:
+        typer.echo(f"  {job.message}")
+    for line in issue_lines(job.validation_errors, total=job.validation_error_count):
+        typer.echo(line)
+    if output is not None:
+        typer.echo(f"results: {output}")
+    elif job.output_available:
+        typer.echo(f"results: orca results {job.id} -o output.jsonl")
+    if job.output_available and c.failed:
+        typer.echo(f"errors:  orca errors {job.id} -o errors.jsonl")
+
+
+@_command("status")
+def status_cmd(
+    job_id: Annotated[Optional[str], typer.Argument(help="Job id; without it, your latest jobs.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show a job (progress, ETA, cost, plan, pools) or, without JOB, your latest jobs."""
+    from orca.cli_format import job_detail, jobs_table
+
+    client = make_client()
+    if job_id is None:
+        jobs = client.list_jobs(limit=get_settings().control.list_limit)
+        if json_out:
+            _print_json({"object": "list", "data": [j.model_dump(mode="json") for j in jobs]})
+        else:
+            typer.echo(jobs_table(jobs) if jobs else "no jobs yet: orca submit FILE --deadline 2h")
+        return
+    job = client.get_job(job_id)
+    if json_out:
+        _print_json(job.model_dump(mode="json"))
+    else:
+        typer.echo(job_detail(job))
+
+
+@_command("list")
+def list_cmd(
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=1, help="Most jobs to show (default from settings).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List your jobs, newest first."""
+    from orca.cli_format import jobs_table
+
+    jobs = make_client().list_jobs(limit=limit or get_settings().control.list_limit)
+    if json_out:
+        _print_json({"object": "list", "data": [j.model_dump(mode="json") for j in jobs]})
+    else:
+        typer.echo(jobs_table(jobs) if jobs else "no jobs yet: orca submit FILE --deadline 2h")
+
+
+def _download(job_id: str, kind: str, output: Path | None, json_out: bool) -> None:
+    client = make_client()
+    job = client.get_job(job_id)
+    partial = not job.output_available and not job.status.terminal
+    if partial:
+        c = job.request_counts
+        _err(f"orca: {job_id} is {job.status.value}: these are partial {kind} "
+             f"(about {c.completed + c.failed}/{c.total} requests done so far)")
+    if output is None:
+        if json_out:
+            raise typer.BadParameter("--json needs --output (the file content itself goes to stdout otherwise)", param_hint="--json")
+        n = client.download(job_id, sys.stdout.buffer, kind, partial=partial)
+        sys.stdout.flush()
+    else:
+        with open(output, "wb") as f:
+            n = client.download(job_id, f, kind, partial=partial)
+    if json_out:
+        _print_json({"job": job_id, "kind": kind, "path": str(output), "lines": n, "partial": partial,
+                     "status": job.status.value})
+    elif output is not None:
+        _err(f"orca: wrote {n} {kind} lines to {output}" + (" (partial)" if partial else ""))
+
+
+@_command("results")
+def results_cmd(
+    job_id: JobArg,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Download a job's output.jsonl (partial results while it runs)."""
+    _download(job_id, "results", output, json_out)
+
+
+@_command("errors")
+def errors_cmd(
+    job_id: JobArg,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Download a job's errors.jsonl (failed requests, or the input's validation errors)."""
+    _download(job_id, "errors", output, json_out)
+
+
+@_command("cancel")
+def cancel_cmd(job_id: JobArg, json_out: JsonOpt = False) -> None:
+    """Cancel a job: workers stop, results so far are kept."""
+    job = make_client().cancel(job_id)
+    if json_out:
+        _print_json(job.model_dump(mode="json"))
+    else:
+        typer.echo(f"{job.id} {job.status.value}")
+
+
+@_command("logs")
+def logs_cmd(job_id: JobArg, json_out: JsonOpt = False) -> None:
+    """Show a job's events (created, validated, planned, workers, swaps, assembly)."""
+    from orca.cli_format import event_lines
+
+    events = make_client().logs(job_id)
+    if json_out:
+        _print_json({"object": "list", "job": job_id, "data": events})
+    else:
+        for line in event_lines(events):
+            typer.echo(line)
+
+
+@_command("swap")
+def swap_cmd(
+    job_id: JobArg,
+    gpu: Annotated[str, typer.Option("--gpu", help="GPU type to move the job to (e.g. H100).")],
+    tp: Annotated[int, typer.Option("--tp", min=1, help="Tensor parallel degree.")] = 1,
+    pp: Annotated[int, typer.Option("--pp", min=1, help="Pipeline parallel degree.")] = 1,
+    market: Annotated[str, typer.Option("--market", help="spot, on_demand or serverless.")] = "spot",
+    launcher: Annotated[Optional[str], typer.Option("--launcher", help="Launcher of the new pool (default: the job's).")] = None,
+    cancel: Annotated[bool, typer.Option("--cancel", help="Cancel the swap in flight instead.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Move a running job to another GPU type: the new pool starts, then the old one drains."""
+    from orca.control.schemas import SwapRequest
+
+    job = make_client().swap(job_id, SwapRequest(gpu=gpu, tp=tp, pp=pp, market=market, launcher=launcher, cancel=cancel))
+    if json_out:
+        _print_json(job.model_dump(mode="json"))
+        return
+    swap = job.swaps[-1] if job.swaps else None
+    if swap is None:
+        typer.echo(f"{job.id}: swap requested")
+    else:
+        typer.echo(f"{job.id}: swap {swap.from_pool} -> {swap.to_pool} {swap.state}")
+
+
+@_command("up")
+def up_cmd(json_out: JsonOpt = False) -> None:
+    """Start the embedded stack (Redis, local object store, control plane, local workers) under ORCA_HOME."""
+    from orca.control import embedded
+
+    status = embedded.up(get_settings())
+    if json_out:
+        _print_json(status.to_dict())
+    else:
+        typer.echo(f"orca is up: API {status.api_url}, home {status.home}, token in {status.token_file}")
+
+
+@_command("down")
+def down_cmd(json_out: JsonOpt = False) -> None:
+    """Stop the embedded stack (workers, control plane, Redis). Jobs stay in ORCA_HOME and resume on `orca up`."""
+    from orca.control import embedded
+
+    settings = get_settings()
+    embedded.down(settings)
+    if json_out:
+        _print_json({"down": True, "home": str(settings.home)})
+    else:
+        typer.echo(f"orca is down (state kept in {settings.home})")
+
+
+@_command("server")
+def server_cmd(
+    host: Annotated[Optional[str], typer.Option("--host", help="Bind address (default ORCA_CONTROL__HOST).")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Port (default ORCA_CONTROL__PORT).")] = None,
+    no_controller: Annotated[bool, typer.Option("--no-controller", help="Serve the API only; another process runs the controller.")] = False,
+) -> None:
+    """Run the control plane in the foreground (needs ORCA_REDIS_URL)."""
+    from orca.control import server_main
+
+    argv = []
+    if host:
+        argv += ["--host", host]
+    if port:
+        argv += ["--port", str(port)]
+    if no_controller:
+        argv.append("--no-controller")
+    server_main.main(argv)
+
+
+def main() -> None:
+    """Console entry point (``orca``)."""
+    app(prog_name="orca")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Text the CLI prints: job tables, the job detail view, validation error lists. Pure: models in, strings out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from orca.control.schemas import Job
+from orca.durations import format_duration
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Left-aligned columns separated by two spaces, no trailing blanks."""
+    cells = [[str(c) for c in header]] + [[("-" if c is None else str(c)) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+def progress_text(job: Job) -> str:
+    c = job.request_counts
+    if not c.total:
+        return "-"
+    text = f"{c.completed + c.failed}/{c.total}"
+    return text + (f" ({c.failed} failed)" if c.failed else "")
+
+
+def cost_text(job: Job) -> str:
+    text = f"${job.cost_usd:,.2f}"
+    if job.projected_cost_usd is not None and not job.status.terminal:
+        text += f" (projected ${job.projected_cost_usd:,.2f})"
+    return text
+
+
+def _when(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "-"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    delta = ts - now
+    rel = f"in {format_duration(delta)}" if delta >= 0 else f"{format_duration(-delta)} ago"
+    return f"{stamp} ({rel})"
+
+
+def jobs_table(jobs: Sequence[Job], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    rows = [
+        (j.id, j.status.value, j.model or "-", progress_text(j),
+         format_duration(j.eta_s) if not j.status.terminal else "-", f"${j.cost_usd:,.2f}",
+         format_duration(now - j.created_at) + " ago")
+        for j in jobs
+    ]
+    return table(("ID", "STATUS", "MODEL", "REQUESTS", "ETA", "COST", "CREATED"), rows)
+
+
+def job_detail(job: Job, now: float | None = None) -> str:
+    """The `orca status JOB` view: status, progress, ETA, deadline, cost, plan, pools, swaps."""
+    now = time.time() if now is None else now
+    p = job.progress
+    lines = [
+        ("job", job.id),
+        ("status", job.status.value),
+        ("model", f"{job.model or '-'}" + (f" ({job.endpoint})" if job.endpoint else "")),
+        ("requests", progress_text(job)),
+        ("chunks", f"{p.chunks_done}/{p.chunks_total} done, {p.chunks_leased} running, {p.chunks_pending} queued"
+                   + (f", {p.chunks_dead} failed" if p.chunks_dead else "") if p.chunks_total else "-"),
+        ("eta", format_duration(job.eta_s) if not job.status.terminal else "-"),
+        ("created", _when(job.created_at, now)),
+        ("deadline", _when(job.deadline_at, now)),
+        ("cost", cost_text(job)),
+    ]
+    if job.plan is not None:
+        pl = job.plan
+        lines.append(("plan", f"{pl.replicas} x {pl.gpus_per_replica}x{pl.gpu} tp{pl.tp}/pp{pl.pp} {pl.market}"
+                              + (f" {pl.region}" if pl.region else "")
+                              + f", ETA {format_duration(pl.expected_finish_s)}, ${pl.expected_cost_usd:,.2f}"))
+    if job.message:
+        lines.append(("message", job.message))
+    if job.validation_error_count:
+        lines.append(("errors", f"{job.validation_error_count} validation error(s): orca errors {job.id}"))
+    if job.output_available:
+        lines.append(("results", f"orca results {job.id} -o output.jsonl"))
+    width = max(len(k) for k, _ in lines)
+    out = "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)
+    if job.pools:
+        rows = [(pool.key, pool.gpu, pool.market, pool.launcher, pool.state,
+                 ", ".join(f"{n} {s}" for s, n in sorted(pool.replicas.items())) or "-",
+                 pool.chunks_completed, f"${pool.cost_usd:,.2f}") for pool in job.pools]
+        out += "\n\npools\n" + table(("POOL", "GPU", "MARKET", "LAUNCHER", "STATE", "REPLICAS", "CHUNKS", "COST"), rows)
+    if job.swaps:
+        rows = [(s.from_pool, s.to_pool, s.state, _when(s.started_at, now)) for s in job.swaps]
+        out += "\n\nswaps\n" + table(("FROM", "TO", "STATE", "STARTED"), rows)
+    return out
+
+
+def issue_lines(issues: Iterable[Any], total: int | None = None, limit: int = 50) -> list[str]:
+    """'line 3: invalid_json: ...' per validation issue (dicts or models), at most ``limit``."""
+    out = []
+    items = list(issues)
+    for issue in items[:limit]:
+        d = issue if isinstance(issue, dict) else issue.model_dump()
+        where = f"line {d['line']}" if d.get("line") is not None else "file"
+        param = f" [{d['param']}]" if d.get("param") else ""
+        out.append(f"  {where}: {d.get('code', 'invalid')}{param}: {d.get('message', '')}")
+    shown = min(len(items), limit)
+    total = max(total or 0, len(items))
+    if total > shown:
+        out.append(f"  ... and {total - shown} more")
+    return out
+
+
+def event_lines(events: Iterable[dict]) -> list[str]:
+    out = []
+    for e in events:
+        t = e.get("t")
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if isinstance(t, (int, float)) else "-"
+        out.append(f"{stamp}  {e.get('kind', '-'):<12} {e.get('message', '')}")
+    return out

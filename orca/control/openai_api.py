@@ -1,0 +1,210 @@
+"""OpenAI-compatible ``/v1/files`` and ``/v1/batches``, so OpenAI Batch client code runs on orca by
+changing its base URL. Shapes follow OpenAI's File and Batch objects:
+
+    POST   /v1/files                  multipart file=<jsonl>, purpose=batch      -> File
+    GET    /v1/files[?purpose&limit&after&order]                                 -> list of File
+    GET    /v1/files/{id}                                                        -> File
+    GET    /v1/files/{id}/content     the bytes (a batch's output/error files: its output.jsonl/errors.jsonl)
+    DELETE /v1/files/{id}                                                        -> {id, object: "file", deleted}
+    POST   /v1/batches                {input_file_id, endpoint, completion_window, metadata} -> Batch
+    GET    /v1/batches[?after&limit]  newest first                               -> list of Batch (has_more, first_id, last_id)
+    GET    /v1/batches/{id}                                                      -> Batch
+    POST   /v1/batches/{id}/cancel                                               -> Batch
+
+A batch is an orca job: ``completion_window`` (OpenAI's "24h", or any orca duration such as
+"2h") is the job's deadline. Timestamps are integer unix seconds. orca's ``planning`` state
+(validated, choosing GPUs) is reported as OpenAI's ``validating``: work has not started.
+Errors use the app's ``{"error": {...}}`` body, a superset of OpenAI's.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from orca.control.auth import get_service, require_user
+from orca.control.schemas import Job, JobCreate
+from orca.control.service import OrcaService
+from orca.durations import parse_duration
+from orca.errors import InputValidationError
+from orca.models import ENDPOINTS, JobStatus, ValidationIssue
+from orca.queue.jobs import FileRecord
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+User = Annotated[str, Depends(require_user)]
+Service = Annotated[OrcaService, Depends(get_service)]
+
+#: orca status -> OpenAI batch status (OpenAI has no planning state).
+OPENAI_STATUS: dict[JobStatus, str] = {s: s.value for s in JobStatus} | {JobStatus.PLANNING: "validating"}
+
+
+class BatchCreate(BaseModel):
+    input_file_id: str
+    endpoint: str
+    completion_window: str = "24h"
+    metadata: dict[str, str] | None = Field(None, description="Up to 16 key-value pairs.")
+
+
+def _ts(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def file_object(record: FileRecord) -> dict[str, Any]:
+    """OpenAI's File object."""
+    return {
+        "id": record.id, "object": "file", "bytes": record.bytes, "created_at": _ts(record.created_at),
+        "filename": record.filename, "purpose": record.purpose, "status": "processed",
+        "status_details": None, "expires_at": None,
+    }
+
+
+def batch_object(job: Job, endpoint: str | None, completion_window: str | None) -> dict[str, Any]:
+    """OpenAI's Batch object for an orca job (``endpoint``/``completion_window`` as requested, if known)."""
+    issues = [v.model_dump() for v in job.validation_errors]
+    if job.status is JobStatus.FAILED and not issues and job.message:
+        issues = [{"code": "failed", "line": None, "message": job.message, "param": None}]
+    return {
+        "id": job.id,
+        "object": "batch",
+        "endpoint": job.endpoint or endpoint,
+        "model": job.model,
+        "errors": {"object": "list", "data": issues} if issues else None,
+        "input_file_id": job.input_file_id,
+        "completion_window": completion_window or "24h",
+        "status": OPENAI_STATUS[job.status],
+        "output_file_id": job.output_file_id,
+        "error_file_id": job.error_file_id,
+        "created_at": _ts(job.created_at),
+        "in_progress_at": _ts(job.in_progress_at),
+        "expires_at": _ts(job.deadline_at),
+        "finalizing_at": _ts(job.finalizing_at),
+        "completed_at": _ts(job.completed_at),
+        "failed_at": _ts(job.failed_at),
+        "expired_at": _ts(job.expired_at),
+        "cancelling_at": _ts(job.cancelling_at),
+        "cancelled_at": _ts(job.cancelled_at),
+        "request_counts": job.request_counts.model_dump(),
+        "metadata": job.metadata or None,
+    }
+
+
+def _batch(svc: OrcaService, job: Job) -> dict[str, Any]:
+    record = svc.registry.find(job.id)
+    extra = (record.model_extra or {}) if record is not None else {}
+    return batch_object(job, extra.get("openai_endpoint"), extra.get("completion_window"))
+
+
+def _page(items: list[dict], limit: int) -> dict[str, Any]:
+    """OpenAI list object from ``limit + 1`` fetched items."""
+    data = items[:limit]
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": len(items) > limit}
+
+
+def _invalid(message: str, param: str, code: str = "invalid_request") -> InputValidationError:
+    return InputValidationError(message, errors=[ValidationIssue(code=code, message=message, param=param)])
+
+
+def _first_url(svc: OrcaService, user: str, file_id: str) -> str | None:
+    """The ``url`` of the file's first request, or None when its first line is not a JSON request."""
+    with svc.open_file(user, file_id) as f:
+        line = f.readline()
+    try:
+        url = json.loads(line).get("url")
+    except (ValueError, AttributeError):
+        return None
+    return url if isinstance(url, str) else None
+
+
+# -- files -------------------------------------------------------------------
+@router.post("/files")
+def create_file(user: User, svc: Service, file: Annotated[UploadFile, File()],
+                purpose: Annotated[str, Form()] = "batch") -> dict:
+    if purpose != "batch":
+        raise _invalid(f"purpose must be 'batch' (orca stores batch input files only), not {purpose!r}", "purpose", "invalid_purpose")
+    return file_object(svc.create_file(user, file.file, file.filename or "input.jsonl", purpose))
+
+
+@router.get("/files")
+def list_files(user: User, svc: Service, purpose: str | None = None, limit: Annotated[int, Query(ge=1)] = 10000,
+               after: str | None = None, order: Literal["asc", "desc"] = "desc") -> dict:
+    records = svc.list_files(user, purpose)  # newest first
+    if order == "asc":
+        records.reverse()
+    ids = [r.id for r in records]
+    if after is not None and after in ids:
+        records = records[ids.index(after) + 1:]
+    return _page([file_object(r) for r in records[: limit + 1]], limit)
+
+
+@router.get("/files/{file_id}")
+def retrieve_file(file_id: str, user: User, svc: Service) -> dict:
+    return file_object(svc.get_file(user, file_id))
+
+
+@router.get("/files/{file_id}/content")
+def file_content(file_id: str, user: User, svc: Service) -> StreamingResponse:
+    record = svc.get_file(user, file_id)
+    stack = ExitStack()
+    f = stack.enter_context(svc.open_file(user, file_id))
+    block = svc.settings.store.read_buffer_kb * 1024
+
+    def stream():
+        with stack:
+            while chunk := f.read(block):
+                yield chunk
+
+    return StreamingResponse(stream(), media_type="application/octet-stream",
+                             headers={"content-disposition": f'attachment; filename="{record.filename}"'})
+
+
+@router.delete("/files/{file_id}")
+def delete_file(file_id: str, user: User, svc: Service) -> dict:
+    record = svc.delete_file(user, file_id)
+    return {"id": record.id, "object": "file", "deleted": True}
+
+
+# -- batches -----------------------------------------------------------------
+@router.post("/batches")
+def create_batch(body: BatchCreate, user: User, svc: Service) -> dict:
+    if body.endpoint not in ENDPOINTS:
+        raise _invalid(f"endpoint must be one of {', '.join(ENDPOINTS)}, not {body.endpoint!r}", "endpoint", "invalid_endpoint")
+    try:
+        parse_duration(body.completion_window)
+    except ValueError as exc:
+        raise _invalid(str(exc), "completion_window", "invalid_completion_window") from None
+    record = svc.get_file(user, body.input_file_id)
+    if record.purpose != "batch":
+        raise _invalid(f"file {record.id} has purpose {record.purpose!r}; a batch needs a file uploaded with purpose 'batch'",
+                       "input_file_id", "invalid_input_file")
+    url = _first_url(svc, user, record.id)
+    if url is not None and url != body.endpoint:
+        raise _invalid(f"the input file's requests go to {url}, but the batch endpoint is {body.endpoint}",
+                       "endpoint", "mismatched_endpoint")
+    job = svc.create_job_from_file(user, record.id, JobCreate(deadline=body.completion_window, metadata=body.metadata or {}))
+    svc.registry.update(job.id, openai_endpoint=body.endpoint, completion_window=body.completion_window)
+    return batch_object(job, body.endpoint, body.completion_window)
+
+
+@router.get("/batches")
+def list_batches(user: User, svc: Service, after: str | None = None,
+                 limit: Annotated[int, Query(ge=1)] = 20) -> dict:
+    limit = min(limit, svc.settings.control.openai_max_page)
+    jobs = svc.list_jobs(user, limit=limit + 1, after=after)
+    return _page([_batch(svc, j) for j in jobs], limit)
+
+
+@router.get("/batches/{batch_id}")
+def retrieve_batch(batch_id: str, user: User, svc: Service) -> dict:
+    return _batch(svc, svc.get_job(user, batch_id))
+
+
+@router.post("/batches/{batch_id}/cancel")
+def cancel_batch(batch_id: str, user: User, svc: Service) -> dict:
+    return _batch(svc, svc.cancel_job(user, batch_id))
