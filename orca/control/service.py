@@ -19,7 +19,7 @@ from typing import IO, BinaryIO
 
 from orca.control import lifecycle
 from orca.control.schemas import (
-    Job, JobCreate, PlanOut, PoolOut, Progress, RequestCounts, SwapOut, SwapRequest,
+    Job, JobCreate, PlanList, PlanOut, PlanRequest, PoolOut, Progress, RequestCounts, SwapOut, SwapRequest,
 )
 from orca.durations import parse_duration
 from orca.errors import InputValidationError, JobNotFoundError, JobStateError, ObjectNotFoundError
@@ -67,7 +67,7 @@ def _write_upload(store: ObjectStore, key: str, data: Upload) -> int:
     return store.size(key)
 
 
-def _deadline_s(spec: JobCreate) -> float:
+def _deadline_s(spec: JobCreate | PlanRequest) -> float:
     try:
         return parse_duration(spec.deadline)
     except ValueError as exc:
@@ -228,6 +228,37 @@ class OrcaService:
 
         SwapManager(self.settings, self.registry).request(record, request)
         return self.get_job(user, job_id)
+
+    def plan(self, user: str, data: Upload, request: PlanRequest) -> PlanList:
+        """Plans for a file without storing it or launching anything (``POST /api/plan``)."""
+        import tempfile
+
+        from orca.ingest import validate_file
+        from orca.planner.render import plan_for_stats
+
+        deadline_s = _deadline_s(request)
+        tmp_dir = self.settings.home / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=tmp_dir, suffix=".jsonl") as tmp:
+            if isinstance(data, (str, Path)):
+                path = Path(data)
+            else:
+                if isinstance(data, bytes):
+                    tmp.write(data)
+                else:
+                    shutil.copyfileobj(data, tmp, 1024 * 1024)
+                tmp.flush()
+                path = Path(tmp.name)
+            stats = validate_file(path, model=request.model, settings=self.settings.ingest)
+        plans = plan_for_stats(stats, deadline_s, model=request.model, markets=tuple(request.markets) if request.markets else None,
+                               gpus=(request.gpu,) if request.gpu else (), settings=self.settings)
+        return PlanList(
+            data=[PlanOut(gpu=p.gpu, gpus_per_replica=p.gpus_per_replica, tp=p.tp, pp=p.pp, market=p.market, region=p.region,
+                          replicas=p.replicas, expected_finish_s=p.expected_finish_s, expected_cost_usd=p.expected_cost_usd,
+                          risk=p.risk, price_per_replica_hour=p.price_per_replica_hour, instance_type=p.instance_type)
+                  for p in plans],
+            n_requests=stats.n_requests, est_prompt_tokens=stats.prompt_tokens, est_output_tokens=stats.max_output_tokens,
+        )
 
     # -- files ----------------------------------------------------------
     def create_file(self, user: str, data: Upload, filename: str = "input.jsonl", purpose: str = "batch") -> FileRecord:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from collections.abc import Iterator
 
 from orca.control import lifecycle
-from orca.errors import InputValidationError, OrcaError, PlanInfeasibleError
+from orca.errors import InputValidationError, JobStateError, OrcaError, PlanInfeasibleError
 from orca.launchers.base import PoolSpec, Replica
 from orca.models import JobStatus, ValidationIssue
 from orca.queue import ChunkQueue
@@ -97,51 +97,61 @@ def choose_plan(stats, deadline_s: float, record: JobRecord, settings: Settings,
 
 
 def ingest_job(settings_json: str, job_id: str) -> None:
-    """Validate and split the stored input, plan the job, enqueue its chunks: validating -> planning -> in_progress."""
+    """Validate and split the stored input, plan the job, enqueue its chunks: validating -> planning -> in_progress.
+
+    A job cancelled or expired meanwhile keeps its new status: the step stops there.
+    """
     with _service(settings_json) as svc:
-        reg, settings = svc.registry, svc.settings
+        try:
+            _ingest_and_plan(svc, job_id)
+        except JobStateError as exc:
+            svc.registry.add_event(job_id, "ingest_stopped", f"job changed while ingesting: {exc.message}")
+
+
+def _ingest_and_plan(svc, job_id: str) -> None:
+    reg, settings = svc.registry, svc.settings
+    record = reg.get(job_id)
+    if record.status is S.VALIDATING:
+        from orca.ingest import ingest
+
+        try:
+            result = ingest(svc.store, job_id, model=record.model, settings=settings.ingest,
+                            allow_multiple_models=bool(record.spec.get("allow_multiple_models")))
+        except InputValidationError as exc:
+            issues = [ValidationIssue.model_validate(e if isinstance(e, dict) else e.model_dump()) for e in exc.errors]
+            shown = issues[: settings.ingest.max_errors_reported]
+            count = int(exc.context.get("error_count", len(issues)))
+            reg.transition(job_id, S.FAILED, lifecycle.can_transition, stamp="failed_at",
+                           validation_errors=[i.model_dump() for i in shown], validation_error_count=count,
+                           message=f"input validation failed: {exc.message}", settled=True)
+            reg.add_event(job_id, "failed", f"validation failed with {count} error(s)")
+            return
+        stats = result.stats
+        reg.update(job_id, n_requests=stats.n_requests, chunks_total=len(result.chunk_ids),
+                   model=stats.model, endpoint=stats.endpoint, est_output_tokens=stats.max_output_tokens,
+                   stats=dataclasses.asdict(stats))
+        svc.queue(job_id).enqueue_many(list(result.chunk_ids))
+        reg.transition(job_id, S.PLANNING, lifecycle.can_transition)
+        reg.add_event(job_id, "validated", f"{stats.n_requests} requests in {len(result.chunk_ids)} chunks")
         record = reg.get(job_id)
-        if record.status is S.VALIDATING:
-            from orca.ingest import ingest
+    if record.status is S.PLANNING:
+        from orca.planner.types import JobStats
 
-            try:
-                result = ingest(svc.store, job_id, model=record.model, settings=settings.ingest,
-                                allow_multiple_models=bool(record.spec.get("allow_multiple_models")))
-            except InputValidationError as exc:
-                issues = [ValidationIssue.model_validate(e if isinstance(e, dict) else e.model_dump()) for e in exc.errors]
-                shown = issues[: settings.ingest.max_errors_reported]
-                count = int(exc.context.get("error_count", len(issues)))
-                reg.transition(job_id, S.FAILED, lifecycle.can_transition, stamp="failed_at",
-                               validation_errors=[i.model_dump() for i in shown], validation_error_count=count,
-                               message=f"input validation failed: {exc.message}", settled=True)
-                reg.add_event(job_id, "failed", f"validation failed with {count} error(s)")
-                return
-            stats = result.stats
-            reg.update(job_id, n_requests=stats.n_requests, chunks_total=len(result.chunk_ids),
-                       model=stats.model, endpoint=stats.endpoint, est_output_tokens=stats.max_output_tokens,
-                       stats=dataclasses.asdict(stats))
-            svc.queue(job_id).enqueue_many(list(result.chunk_ids))
-            reg.transition(job_id, S.PLANNING, lifecycle.can_transition)
-            reg.add_event(job_id, "validated", f"{stats.n_requests} requests in {len(result.chunk_ids)} chunks")
-            record = reg.get(job_id)
-        if record.status is S.PLANNING:
-            from orca.planner.types import JobStats
-
-            stats = JobStats(**record.stats)
-            deadline_s = max(1.0, record.deadline_at - time.time())
-            try:
-                chosen, options = choose_plan(stats, deadline_s, record, settings, record.chunks_total)
-            except PlanInfeasibleError as exc:
-                reg.transition(job_id, S.FAILED, lifecycle.can_transition, stamp="failed_at",
-                               message=f"planning failed: {exc}")
-                reg.add_event(job_id, "failed", str(exc))
-                return
-            launcher = record.launcher or settings.control.default_launcher
-            pool = pool_spec_for(chosen, launcher, settings)
-            reg.update(job_id, plan=chosen, pools=[pool], options=options)
-            reg.transition(job_id, S.IN_PROGRESS, lifecycle.can_transition, stamp="in_progress_at")
-            reg.add_event(job_id, "planned", f"{chosen['replicas']} x {chosen['gpu']} ({chosen['market']}, {launcher})",
-                          plan=chosen)
+        stats = JobStats(**record.stats)
+        deadline_s = max(1.0, record.deadline_at - time.time())
+        try:
+            chosen, options = choose_plan(stats, deadline_s, record, settings, record.chunks_total)
+        except PlanInfeasibleError as exc:
+            reg.transition(job_id, S.FAILED, lifecycle.can_transition, stamp="failed_at",
+                           message=f"planning failed: {exc}")
+            reg.add_event(job_id, "failed", str(exc))
+            return
+        launcher = record.launcher or settings.control.default_launcher
+        pool = pool_spec_for(chosen, launcher, settings)
+        reg.update(job_id, plan=chosen, pools=[pool], options=options)
+        reg.transition(job_id, S.IN_PROGRESS, lifecycle.can_transition, stamp="in_progress_at")
+        reg.add_event(job_id, "planned", f"{chosen['replicas']} x {chosen['gpu']} ({chosen['market']}, {launcher})",
+                      plan=chosen)
 
 
 # -- assembly --------------------------------------------------------------
