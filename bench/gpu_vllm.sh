@@ -100,7 +100,7 @@ worker = subprocess.Popen(
     env=env, stdout=log, stderr=subprocess.STDOUT)
 try:
     metrics = WorkerMetricsStore(redis.url, job)
-    while not metrics.read():  # first report: the engine is loaded and the worker polls the queue
+    while not any(m.state == "running" for m in metrics.read()):  # engine loaded, worker polls the queue
         if worker.poll() is not None:
             sys.exit(json.dumps({"error": "worker exited", "log": (work / "worker.log").read_text()[-3000:]}))
         time.sleep(0.5)

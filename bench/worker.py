@@ -122,7 +122,7 @@ def run_orca(url: str, n: int, chunk_size: int, workers: int, concurrency: int, 
                 env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / f"worker-{w}.log", "wb")))
         metrics = WorkerMetricsStore(redis.url, JOB)
         deadline = time.monotonic() + 60
-        while len(metrics.read()) < workers:  # every worker is up, polling an empty queue
+        while sum(m.state == "running" for m in metrics.read()) < workers:  # all up, polling an empty queue
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise SystemExit("workers did not start: see " + str(tmp))
             time.sleep(0.05)

@@ -2,7 +2,7 @@
 
 Every option can also come from the environment (launchers such as SkyPilot and
 serverless platforms pass envs): ``ORCA_JOB_ID``, ``ORCA_REDIS_URL``,
-``ORCA_STORE_URL``, ``ORCA_POOL``, ``ORCA_WORKER_ID``, ``ORCA_ENGINE``,
+``ORCA_STORE_URL``, ``ORCA_POOL``, ``ORCA_WORKER_ID``, ``ORCA_ENGINE_KIND``,
 ``ORCA_ENGINE_URL``, ``ORCA_ENGINE_API_KEY_ENV``, ``ORCA_MODEL``, ``ORCA_MODEL_PATH``,
 ``ORCA_TP``, ``ORCA_PP``, ``ORCA_MAX_MODEL_LEN``, ``ORCA_GPU_MEMORY_UTILIZATION``,
 ``ORCA_BURST`` (1/true), ``ORCA_MAX_CONCURRENCY``, ``ORCA_FAKE_SLOTS``,
@@ -51,7 +51,8 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p.add_argument("--pool", default=_env("ORCA_POOL", "local"), help="pool this worker claims for [ORCA_POOL]")
     p.add_argument("--worker-id", default=_env("ORCA_WORKER_ID", f"{socket.gethostname()}-{os.getpid()}"),
                    help="[ORCA_WORKER_ID]")
-    p.add_argument("--engine", default=_env("ORCA_ENGINE", "llamacpp"), choices=ENGINE_KINDS, help="[ORCA_ENGINE]")
+    p.add_argument("--engine", default=_env("ORCA_ENGINE_KIND", "llamacpp"), choices=ENGINE_KINDS,
+                   help="[ORCA_ENGINE_KIND] (not ORCA_ENGINE: that name is the engine settings section)")
     p.add_argument("--engine-url", default=_env("ORCA_ENGINE_URL"), help="external engine root URL [ORCA_ENGINE_URL]")
     p.add_argument("--engine-api-key-env", default=_env("ORCA_ENGINE_API_KEY_ENV"),
                    help="name of the env var holding the external engine's bearer token [ORCA_ENGINE_API_KEY_ENV]")

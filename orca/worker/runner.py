@@ -46,7 +46,7 @@ def run_worker(config: WorkerConfig, settings: Settings, engine: Engine | None =
     start the one ``config.engine`` describes and stop it at the end.
     """
     from orca.queue import ChunkQueue
-    from orca.queue.worker_metrics import WorkerMetricsStore
+    from orca.queue.worker_metrics import WorkerMetrics, WorkerMetricsStore
     from orca.storage import open_store
 
     with contextlib.ExitStack() as stack:
@@ -56,6 +56,10 @@ def run_worker(config: WorkerConfig, settings: Settings, engine: Engine | None =
             metrics = WorkerMetricsStore(config.redis_url, config.job_id, settings.queue)
             stack.callback(metrics.close)
             store = open_store(config.store_url)
+            metrics.report(WorkerMetrics(  # visible to the control plane while the engine loads
+                worker_id=config.worker_id, pool=config.pool, state="starting", engine=config.engine.kind,
+                requests_total=0, errors_total=0, chunks_done=0, in_flight=0, requests_per_s=0.0,
+                tokens_per_s=0.0, prompt_tokens_per_s=0.0, busy_fraction=0.0))
             if engine is None:
                 engine = make_engine(config.engine, settings.engine)
                 stack.callback(engine.stop)
