@@ -56,7 +56,7 @@ def _fail(exc: OrcaError) -> None:
     """One line on stderr (plus the validation errors by line, if any); exit 1."""
     from orca.cli_format import issue_lines
 
-    _err(f"orca: error: {exc}")
+    _err(f"orca: error: {exc.message if isinstance(exc, InputValidationError) and exc.errors else exc}")
     if isinstance(exc, InputValidationError) and exc.errors:
         for line in issue_lines(exc.errors, total=exc.context.get("error_count")):
             _err(line)
@@ -98,11 +98,15 @@ def make_client(start: bool = False) -> "Client":
 # -- local validation (plan, submit) -----------------------------------------------------
 def local_stats(path: Path, model: str | None, allow_multiple_models: bool = False):
     """Validate ``path`` here with ``orca.ingest`` and return its ``JobStats``; InputValidationError lists problems by line."""
-    from orca.ingest import validate_file
+    from orca.ingest import validate
 
     if not path.is_file():
         raise InputValidationError(f"no such file: {path}")
-    return validate_file(path, model=model, settings=get_settings().ingest, allow_multiple_models=allow_multiple_models)
+    result = validate(str(path), settings=get_settings().ingest, allow_multiple_models=allow_multiple_models, model=model)
+    if not result.ok:
+        raise InputValidationError(f"{path} is not a valid batch file ({result.error_count} error(s))",
+                                   errors=result.errors, error_count=result.error_count)
+    return result.stats
 
 
 def _deadline_s(deadline: str) -> float:
@@ -376,6 +380,23 @@ def down_cmd(json_out: JsonOpt = False) -> None:
         _print_json({"down": True, "home": str(settings.home)})
     else:
         typer.echo(f"orca is down (state kept in {settings.home})")
+
+
+@_command("config")
+def config_cmd(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's configuration reference (defaults) instead.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show every setting: its environment variable, current value and why it has that default."""
+    from orca.cli_format import settings_markdown, settings_reference, table
+
+    rows = settings_reference(get_settings())
+    if markdown:
+        typer.echo(settings_markdown(rows), nl=False)
+    elif json_out:
+        _print_json({"object": "list", "data": rows})
+    else:
+        typer.echo(table(("VARIABLE", "VALUE"), [(r["env"], "unset" if r["value"] is None else r["value"]) for r in rows]))
 
 
 @_command("server")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -115,3 +117,48 @@ def event_lines(events: Iterable[dict]) -> list[str]:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if isinstance(t, (int, float)) else "-"
         out.append(f"{stamp}  {e.get('kind', '-'):<12} {e.get('message', '')}")
     return out
+
+
+def settings_reference(settings: Any) -> list[dict[str, Any]]:
+    """Every setting as {env, section, field, value, default, description}: ``ORCA_<FIELD>`` or ``ORCA_<SECTION>__<FIELD>``."""
+    from pydantic import BaseModel
+
+    rows: list[dict[str, Any]] = []
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if isinstance(value, BaseModel):
+            for sub, subfield in type(value).model_fields.items():
+                rows.append({"env": f"ORCA_{name.upper()}__{sub.upper()}", "section": name, "field": sub,
+                             "value": getattr(value, sub), "default": subfield.get_default(call_default_factory=True),
+                             "description": subfield.description or ""})
+        else:
+            rows.append({"env": f"ORCA_{name.upper()}", "section": "", "field": name, "value": _masked(name, value),
+                         "default": field.get_default(call_default_factory=True), "description": field.description or ""})
+    return rows
+
+
+def _masked(name: str, value: Any) -> Any:
+    """Secrets never printed: the token is hidden, a password in a URL is starred out."""
+    if value is None:
+        return None
+    if name == "api_token":
+        return "(set)"
+    if isinstance(value, str):
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", value)
+    return value
+
+
+def settings_markdown(rows: list[dict[str, Any]]) -> str:
+    """The README's configuration reference: one table per section, defaults as in code."""
+    out: list[str] = []
+    section = None
+    for row in rows:
+        if row["section"] != section:
+            section = row["section"]
+            out += ["", f"#### {section or 'top level'}", "", "| variable | default | what it is for |", "|---|---|---|"]
+        default = row["default"]
+        if row["env"] == "ORCA_HOME":
+            default = "~/.orca"
+        shown = "unset" if default is None else f"`{json.dumps(default) if isinstance(default, (dict, list)) else default}`"
+        out.append(f"| `{row['env']}` | {shown} | {row['description'].replace('|', '/')} |")
+    return "\n".join(out[1:]) + "\n"
