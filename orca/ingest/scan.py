@@ -1,0 +1,317 @@
+"""Pass 1 of ingest: validate every line of a local JSONL file and collect compact per-request estimates.
+
+Streaming and memory-lean: the file is read in blocks of whole lines (``orca.ingest.lines``),
+each valid request leaves 28 bytes behind (end offset, prompt and output token estimates,
+prefix hash, custom_id hash), and lines are decoded with msgspec into a strict shape whose
+prompt fields stay raw bytes. A line the strict shape refuses is decoded again loosely to
+say exactly what is wrong. custom_id uniqueness is checked at the end by sorting the 64-bit
+id hashes; the few lines that collide are read again to confirm and report them.
+
+Choices (OpenAI rejects these too):
+- a blank (or whitespace-only) line anywhere is ``invalid_json_line`` with its line number;
+  only the file's final newline is optional;
+- non-UTF-8 bytes are ``invalid_encoding`` for the line that holds them;
+- a line over ``max_line_mb`` is ``too_large`` and is skipped without being buffered;
+- unknown top-level keys are ignored; a duplicate key keeps its last value.
+"""
+
+from __future__ import annotations
+
+import zlib
+from array import array
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from orca.ingest import records as R
+from orca.ingest.lines import Block, LongLine, read_blocks
+from orca.models import ENDPOINTS, ValidationIssue
+from orca.settings import IngestSettings
+
+MB = 1024 * 1024
+BLOCK_SIZE = 4 * MB  # read size: large enough to amortise per-read overhead, small next to the line limit
+
+
+@dataclass
+class ScanResult:
+    """What pass 1 learned. Arrays hold one entry per valid request, in input order."""
+
+    size: int = 0
+    n_lines: int = 0
+    errors: list[ValidationIssue] = field(default_factory=list)
+    error_count: int = 0
+    endpoint: str | None = None
+    model: str | None = None
+    models: dict[str, int] = field(default_factory=dict)
+    endpoints: dict[str, int] = field(default_factory=dict)
+    lines: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))       # 1-based line numbers
+    ends: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))         # byte offset after each line
+    prompt_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
+    output_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
+    prefixes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))    # crc32 of the prompt's first bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.error_count == 0
+
+    @property
+    def n_requests(self) -> int:
+        return len(self.ends)
+
+
+class _Scanner:
+    def __init__(self, settings: IngestSettings, model: str | None, allow_multiple_models: bool, endpoint: str | None) -> None:
+        self.s = settings
+        self.model_override = model
+        self.allow_multi = allow_multiple_models
+        self.result = ScanResult(endpoint=endpoint)
+        self.fixed_endpoint = endpoint is not None
+        self.line_no = 0
+        self.inv_cpt = 1.0 / settings.chars_per_token
+        self.prefix = settings.prefix_chars
+        self.default_out = settings.default_max_tokens
+        self.stop = False
+        self.blank = 0
+        # Per-request columns, appended as we go (array('…') is compact and cheap to append to).
+        self.lines = array("I")
+        self.ends = array("q")
+        self.ptok = array("I")
+        self.otok = array("I")
+        self.prefixes = array("I")
+        self.ids = array("q")
+
+    # -- errors -----------------------------------------------------------
+    def error(self, code: str, line: int | None, message: str, param: str | None = None) -> None:
+        r = self.result
+        r.error_count += 1
+        if len(r.errors) < self.s.max_errors_reported:
+            r.errors.append(ValidationIssue(code=code, line=line, message=message, param=param))
+
+    # -- blocks -----------------------------------------------------------
+    def long_line(self, item: LongLine) -> None:
+        self.line_no += 1
+        self.error("too_large", self.line_no,
+                   f"line is {item.length} bytes; the limit is {self.s.max_line_mb} MB per request")
+
+    def block(self, block: Block) -> None:
+        data = block.data
+        utf8_ok = True
+        if not data.isascii():
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                utf8_ok = False
+        lines = data.split(b"\n")
+        if not lines[-1]:
+            lines.pop()  # the block ends with a newline
+        end = block.offset
+        decode = R.strict_decoder.decode
+        accept = self.accept
+        max_requests = self.s.max_requests
+        max_line = self.s.max_line_mb * MB
+        for line in lines:
+            self.line_no += 1
+            end += len(line) + 1
+            if self.line_no > max_requests:
+                self.error("too_large", self.line_no, f"more than {max_requests} requests in one file")
+                self.stop = True
+                return
+            if len(line) > max_line:  # a long line inside one read block (limit below the block size)
+                self.error("too_large", self.line_no, f"line is {len(line)} bytes; the limit is {self.s.max_line_mb} MB per request")
+                continue
+            if utf8_ok:
+                try:
+                    r = decode(line)
+                except R.DecodeError:
+                    pass
+                else:
+                    b = r.body
+                    accept(end, r.custom_id, r.url, b.model, b, b.max_tokens, b.max_completion_tokens)
+                    continue
+            self.diagnose(line, end, utf8_ok)
+
+    # -- one line ---------------------------------------------------------
+    def accept(self, end: int, custom_id: str, url: str, model, body, max_tokens, max_completion_tokens) -> None:
+        """Checks the strict shape cannot express, then record the request's estimates."""
+        n = self.line_no
+        r = self.result
+        if not custom_id:
+            return self.error("invalid_custom_id", n, "custom_id must be a non-empty string", "custom_id")
+        if url != r.endpoint:
+            if r.endpoint is None:
+                r.endpoint = url
+            elif not self.allow_multi or self.fixed_endpoint:
+                return self.error("url_mismatch", n, f"url {url!r} differs from the batch's endpoint {r.endpoint!r}", "url")
+        field_name = R.PROMPT_FIELD[url]
+        raw = getattr(body, field_name)
+        if raw is R.UNSET:
+            return self.error("missing_required_parameter", n, f"body.{field_name} is required for {url}", f"body.{field_name}")
+        prompt = memoryview(raw)
+        if field_name == "messages" and (prompt[0] != 0x5B or len(prompt) < 3):  # a non-empty JSON array
+            return self.error("invalid_body", n, "body.messages must be a non-empty array", "body.messages")
+        if self.model_override is None:
+            if model is R.UNSET:
+                return self.error("missing_required_parameter", n, "body.model is required", "body.model")
+            if model != r.model:
+                if not isinstance(model, str) or not model:
+                    return self.error("invalid_body", n, "body.model must be a non-empty string", "body.model")
+                if r.model is None:
+                    r.model = model
+                elif not self.allow_multi:
+                    return self.error("model_mismatch", n, f"model {model!r} differs from the file's model {r.model!r}; "
+                                      "one model per file unless multiple models are allowed", "body.model")
+        out = max_tokens if max_tokens is not None else max_completion_tokens
+        if out is None:
+            out = 0 if url == "/v1/embeddings" else self.default_out
+        elif type(out) is not int or out < 0:
+            name = "max_tokens" if max_tokens is not None else "max_completion_tokens"
+            return self.error("invalid_body", n, f"body.{name} must be a non-negative integer", f"body.{name}")
+        if r.error_count:
+            # The file is already invalid: keep only what duplicate detection needs.
+            self.lines.append(n)
+            self.ids.append(hash(custom_id))
+            return
+        if self.allow_multi:
+            r.endpoints[url] = r.endpoints.get(url, 0) + 1
+            if model is not R.UNSET:
+                r.models[model] = r.models.get(model, 0) + 1
+        self.lines.append(n)
+        self.ends.append(end)
+        self.ptok.append(int(len(prompt) * self.inv_cpt) + 1)
+        self.otok.append(min(out, 0xFFFFFFFF))
+        self.prefixes.append(zlib.crc32(prompt[: self.prefix]))
+        self.ids.append(hash(custom_id))
+
+    def diagnose(self, line: bytes, end: int, utf8_ok: bool) -> None:
+        """Say precisely why a line the strict shape refused is invalid (or accept it: the strict shape is narrow)."""
+        n = self.line_no
+        if not line.strip():
+            self.blank += 1
+            return self.error("invalid_json_line", n, "blank line: every line must be one JSON request "
+                              "(only a single final newline is allowed)")
+        if not utf8_ok:
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return self.error("invalid_encoding", n, f"line is not valid UTF-8 (byte {exc.start} of the line)")
+        try:
+            rec = R.loose_decoder.decode(line)
+        except R.ValidationError:
+            return self.error("invalid_json_line", n, "line is not a JSON object")
+        except R.DecodeError as exc:
+            return self.error("invalid_json_line", n, f"line is not valid JSON: {exc}")
+        for name in ("custom_id", "method", "url", "body"):
+            if getattr(rec, name) is R.UNSET:
+                return self.error("missing_required_parameter", n, f"{name} is required", name)
+        if not isinstance(rec.custom_id, str):
+            return self.error("invalid_custom_id", n, "custom_id must be a non-empty string", "custom_id")
+        if rec.method != "POST":
+            return self.error("invalid_method", n, f"method must be 'POST', got {rec.method!r}", "method")
+        if rec.url not in ENDPOINTS:
+            return self.error("invalid_url", n, f"url must be one of {', '.join(ENDPOINTS)}, got {rec.url!r}", "url")
+        try:
+            body = R.loose_body_decoder.decode(rec.body)
+        except R.DecodeError:
+            return self.error("invalid_body", n, "body must be a JSON object", "body")
+        self.accept(end, rec.custom_id, rec.url, body.model, body, body.max_tokens, body.max_completion_tokens)
+
+    # -- end of file --------------------------------------------------------
+    def finish(self, path: str, size: int) -> ScanResult:
+        r = self.result
+        r.size, r.n_lines = size, self.line_no
+        if self.line_no == self.blank:  # nothing but blank lines
+            r.errors, r.error_count = [], 0
+            self.error("empty_file", None, "the file has no requests")
+        lines = np.frombuffer(self.lines, np.uint32).copy()
+        ids = np.frombuffer(self.ids, np.int64).copy()
+        self.lines = self.ids = None  # type: ignore[assignment]
+        self.check_duplicates(path, lines, ids)
+        r.errors.sort(key=lambda e: (e.line or 0))
+        if r.ok:
+            ends = np.frombuffer(self.ends, np.int64).copy()
+            if len(ends):
+                ends[-1] = min(ends[-1], size)  # the last line may lack its newline
+            r.lines, r.ends = lines, ends
+            r.prompt_tokens = np.frombuffer(self.ptok, np.uint32).copy()
+            r.output_tokens = np.frombuffer(self.otok, np.uint32).copy()
+            r.prefixes = np.frombuffer(self.prefixes, np.uint32).copy()
+        return r
+
+    def check_duplicates(self, path: str, lines: np.ndarray, ids: np.ndarray) -> None:
+        if len(ids) < 2:
+            return
+        order = np.argsort(ids, kind="stable")  # stable: within equal hashes, input order
+        sids = ids[order]
+        dup = np.flatnonzero(sids[1:] == sids[:-1]) + 1  # positions (in sorted order) of repeats
+        if not len(dup):
+            return
+        # The earliest line of each repeated hash, for the message.
+        run_start = np.flatnonzero(np.concatenate(([True], sids[1:] != sids[:-1])))
+        first_pos = run_start[np.searchsorted(run_start, dup, side="right") - 1]
+        repeat_lines = lines[order[dup]]
+        first_lines = lines[order[first_pos]]
+        shown = np.argsort(repeat_lines, kind="stable")[: self.s.max_errors_reported]
+        wanted = {int(repeat_lines[i]) for i in shown} | {int(first_lines[i]) for i in shown}
+        found = _read_custom_ids(path, wanted, self.s)
+        collisions = 0
+        for i in shown:
+            line, first = int(repeat_lines[i]), int(first_lines[i])
+            cid = found.get(line)
+            if cid is None or cid != found.get(first):
+                collisions += 1  # 64-bit hash collision of two different ids: not a duplicate
+                continue
+            self.result.error_count += 1
+            if len(self.result.errors) < self.s.max_errors_reported:
+                self.result.errors.append(ValidationIssue(
+                    code="duplicate_custom_id", line=line, param="custom_id",
+                    message=f"custom_id {cid!r} duplicates line {first}; custom_id must be unique in the file"))
+        # Repeats beyond the reported ones are counted; collisions among them are vanishingly unlikely.
+        self.result.error_count += max(0, len(dup) - len(shown))
+
+
+def _read_custom_ids(path: str, wanted: set[int], settings: IngestSettings) -> dict[int, str]:
+    """custom_id of the given lines (a third, rare pass: only when duplicates are suspected)."""
+    found: dict[int, str] = {}
+    line_no = 0
+    with open(path, "rb") as f:
+        for item in read_blocks(f, BLOCK_SIZE, settings.max_line_mb * MB):
+            if isinstance(item, LongLine):
+                line_no += 1
+                continue
+            lines = item.data.split(b"\n")
+            if not lines[-1]:
+                lines.pop()
+            for line in lines:
+                line_no += 1
+                if line_no in wanted:
+                    found[line_no] = R.id_decoder.decode(line).custom_id
+            if len(found) == len(wanted):
+                break
+    return found
+
+
+def scan_file(path: str, settings: IngestSettings | None = None, model: str | None = None,
+              allow_multiple_models: bool = False, endpoint: str | None = None) -> ScanResult:
+    """Validate a local JSONL batch file and collect per-request estimates (pass 1)."""
+    settings = settings or IngestSettings()
+    scanner = _Scanner(settings, model, allow_multiple_models, endpoint)
+    with open(path, "rb", buffering=0) as f:
+        size = f.seek(0, 2)
+        f.seek(0)
+        if size > settings.max_file_mb * MB:
+            scanner.error("too_large", None, f"file is {size} bytes; the limit is {settings.max_file_mb} MB")
+            scanner.result.size = size
+            return scanner.result
+        if size == 0:
+            scanner.error("empty_file", None, "the file is empty")
+            return scanner.result
+        for item in read_blocks(f, BLOCK_SIZE, settings.max_line_mb * MB):
+            if isinstance(item, LongLine):
+                scanner.long_line(item)
+            else:
+                scanner.block(item)
+            if scanner.stop:
+                break
+    if model is not None:
+        scanner.result.model = model
+    return scanner.finish(path, size)
