@@ -56,6 +56,8 @@ class IngestSettings(BaseModel):
     default_max_tokens: int = Field(256, description="Output tokens assumed for requests that do not set max_tokens, for chunk balancing and planning.")
     chars_per_token: float = Field(4.0, description="Prompt characters per token for estimates (English average for BPE tokenizers).")
     prefix_chars: int = Field(512, description="Leading prompt characters that define a shared-prefix group for chunk packing.")
+    reference_tokens_per_s: float = Field(5000.0, description="Prompt plus output tokens per second of one replica assumed when sizing chunks (the planner has not picked a GPU yet): a mid-size GPU serving an 8B model.")
+    balance_slack: float = Field(0.1, description="How far (fraction of the target) a chunk cut may move to keep a shared-prefix group whole.")
 
 
 class WorkerSettings(BaseModel):
