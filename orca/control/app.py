@@ -58,7 +58,10 @@ def _orca_error_response(exc: OrcaError) -> JSONResponse:
         if isinstance(exc, cls):
             # The message only: context may hold ids of other users' objects.
             errors = [e.model_dump() if hasattr(e, "model_dump") else e for e in getattr(exc, "errors", [])]
-            return JSONResponse(error_body(code, exc.message, errors), status_code=status)
+            body = error_body(code, exc.message, errors)
+            if isinstance(exc, InputValidationError):
+                body["error"]["error_count"] = int(exc.context.get("error_count", len(errors)))
+            return JSONResponse(body, status_code=status)
     log.exception("control plane error", exc_info=exc)
     return JSONResponse(error_body("server_error", "internal error"), status_code=500)
 

@@ -233,7 +233,7 @@ class OrcaService:
         """Plans for a file without storing it or launching anything (``POST /api/plan``)."""
         import tempfile
 
-        from orca.ingest import validate_file
+        from orca.ingest import validate
         from orca.planner.render import plan_for_stats
 
         deadline_s = _deadline_s(request)
@@ -249,7 +249,11 @@ class OrcaService:
                     shutil.copyfileobj(data, tmp, 1024 * 1024)
                 tmp.flush()
                 path = Path(tmp.name)
-            stats = validate_file(path, model=request.model, settings=self.settings.ingest)
+            result = validate(str(path), self.settings.ingest, model=request.model)
+        if not result.ok:
+            raise InputValidationError(f"{result.error_count} validation error(s)", errors=result.errors,
+                                       error_count=result.error_count)
+        stats = result.stats
         plans = plan_for_stats(stats, deadline_s, model=request.model, markets=tuple(request.markets) if request.markets else None,
                                gpus=(request.gpu,) if request.gpu else (), settings=self.settings)
         return PlanList(

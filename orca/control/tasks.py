@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from orca.control import lifecycle
 from orca.errors import InputValidationError, JobStateError, OrcaError, PlanInfeasibleError
-from orca.launchers.base import PoolSpec, Replica
+from orca.launchers.base import PoolSpec
 from orca.models import JobStatus, ValidationIssue
 from orca.queue import ChunkQueue
 from orca.queue.jobs import FileRecord, JobRecord
@@ -233,9 +233,3 @@ def teardown_job(settings_json: str, job_id: str) -> None:
             raise OrcaError("teardown incomplete", job_id=job_id, errors=errors)
         reg.add_event(job_id, "teardown", "all replicas terminated")
 
-
-def replica_summary(replicas: list[Replica]) -> str:
-    counts: dict[str, int] = {}
-    for r in replicas:
-        counts[r.state.value] = counts.get(r.state.value, 0) + 1
-    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
