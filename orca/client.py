@@ -317,7 +317,10 @@ def _update_bar(bar, job: Job) -> None:
     if counts.failed:
         postfix["failed"] = counts.failed
     bar.set_postfix(postfix, refresh=False)
-    bar.refresh()
+    key = (job.status, done, counts.total, counts.failed)
+    if getattr(bar, "_orca_last", None) != key:  # redraw on news only: a piped stderr gets one line per change
+        bar._orca_last = key
+        bar.refresh()
 
 
 # -- a job handle --------------------------------------------------------------
