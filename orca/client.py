@@ -85,8 +85,9 @@ def error_from_response(response: httpx.Response) -> OrcaError:
         err = body.get("error") or {}
         message = err.get("message") or response.reason_phrase
         issues = err.get("errors") or []
+        error_count = err.get("error_count")
     except (ValueError, AttributeError):
-        message, issues = (response.text.strip()[:200] or response.reason_phrase), []
+        message, issues, error_count = (response.text.strip()[:200] or response.reason_phrase), [], None
     status = response.status_code
     if status == 400 and issues:
         parsed = []
@@ -95,6 +96,8 @@ def error_from_response(response: httpx.Response) -> OrcaError:
                 parsed.append(ValidationIssue.model_validate(item))
             except ValueError:
                 parsed.append(ValidationIssue(code="invalid", message=str(item)))
+        if isinstance(error_count, int) and error_count > len(parsed):
+            return InputValidationError(message, errors=parsed, error_count=error_count)
         return InputValidationError(message, errors=parsed)
     cls = _ERRORS_BY_STATUS.get(status, ApiError)
     return cls(message) if cls is not ApiError else ApiError(message, status=status)

@@ -110,6 +110,8 @@ def test_validation_errors_keep_their_lines():
     exc = error_from_response(httpx.Response(400, json=body))
     assert isinstance(exc, InputValidationError)
     assert exc.errors[0].line == 3 and exc.errors[0].code == "invalid_json"
+    body["error"]["error_count"] = 250
+    assert error_from_response(httpx.Response(400, json=body)).context["error_count"] == 250
 
 
 def test_non_json_error_body():
