@@ -64,6 +64,10 @@ class StoreUnavailableError(StoreError):
     """The object store could not be reached after retries."""
 
 
+class AssemblyError(OrcaError):
+    """Chunk outputs could not be assembled into the job's result files."""
+
+
 # -- input ---------------------------------------------------------------
 class InputValidationError(OrcaError):
     """The batch input file is invalid."""
