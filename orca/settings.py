@@ -115,7 +115,6 @@ class ControlSettings(BaseModel):
     task_retry_backoff_s: int = Field(5, description="Wait between RQ retries of a long step.")
     task_timeout_s: int = Field(6 * 3600, description="Longest run of one long step: ingesting or assembling a 200 GB file takes hours.")
     max_events: int = Field(1000, description="Log events kept per job (oldest dropped): `orca logs` stays bounded.")
-    worker_seen_s: float = Field(30.0, description="A worker whose last metrics report is younger than this counts as running (not starting).")
     stack_start_timeout_s: float = Field(30.0, description="Time `up` waits for each embedded process (server, RQ worker) to come up.")
     stack_stop_timeout_s: float = Field(15.0, description="SIGTERM-to-SIGKILL time for embedded processes on `down`.")
     wait_poll_s: float = Field(1.0, description="Status poll period of `orca submit --wait` and Job.wait(): progress looks live, one cheap GET a second.")
