@@ -47,13 +47,7 @@ def pool_spec(pool: dict) -> PoolSpec:
 def launcher_for_pool(settings: Settings, pool: dict, registry: JobRegistry) -> Launcher:
     """The launcher that runs ``pool`` (local workers know whether they reported via the registry)."""
     if pool.get("launcher") == "local":
-        max_age = settings.control.worker_seen_s
-
-        def seen(job_id: str, worker_id: str) -> bool:
-            last = registry.worker_last_seen(job_id).get(worker_id)
-            return last is not None and time.time() - last < max_age
-
-        return LocalLauncher(settings, seen=seen)
+        return LocalLauncher(settings, report=lambda job_id, worker_id: registry.worker_metrics(job_id, worker_id) or None)
     from orca.launchers.registry import launcher_for
 
     return launcher_for(pool_spec(pool))
@@ -249,7 +243,9 @@ class Controller:
                 target = min(target, self.settings.launcher.local_max_workers)
             target = min(target, remaining)
             working = [r for r in replicas if r.pool == pool["key"] and r.state.live and r.state is not ReplicaState.DRAINING]
-            for _ in range(target - len(working)):
+            # Launch only for chunks nobody holds: a burst worker that found nothing pending has
+            # exited on purpose, and chunks of a dead worker come back as pending when reaped.
+            for _ in range(min(target - len(working), counts.pending)):
                 self._launch(record, pool)
             if pool.get("launcher") != "local" and len(working) > target:
                 for replica in sorted(working, key=lambda r: r.created_at, reverse=True)[: len(working) - target]:

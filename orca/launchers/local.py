@@ -6,10 +6,10 @@ killed control plane. Its handle is ``"<pid>:<start time>"`` (the start time fro
 restarted control plane adopts running workers and polls them by pid. Logs go to
 ``settings.home/logs/<job>/<replica>.log``.
 
-State mapping: alive -> STARTING until the worker has reported metrics, then RUNNING
+State mapping: alive -> STARTING until the worker reports that it runs, then RUNNING
 (DRAINING after ``drain``); exit code 0 -> TERMINATED, non-zero or a signal -> FAILED.
 A worker that ended while no process of ours was its parent leaves no exit code: it is
-TERMINATED if it was draining, else FAILED. Cost accrues at the pool's price (0 for the local market).
+TERMINATED if it was draining or its last report says it stopped cleanly, else FAILED. Cost accrues at the pool's price (0 for the local market).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from orca.launchers.base import Launcher, PoolSpec, Replica, ReplicaState, Worke
 from orca.launchers.costs import accrued_cost
 from orca.settings import Settings, get_settings
 
-#: (job id, replica id) -> has this worker reported metrics yet?
-SeenFn = Callable[[str, str], bool]
+#: (job id, replica id) -> the worker's last metrics report (``state``: starting | running | draining | stopped), or None.
+ReportFn = Callable[[str, str], dict | None]
 
 
 def process_start_time(pid: int) -> str | None:
@@ -73,9 +73,9 @@ def worker_command(env: WorkerEnv, pool: PoolSpec, replica_id: str, python: str 
 class LocalLauncher(Launcher):
     name = "local"
 
-    def __init__(self, settings: Settings | None = None, seen: SeenFn | None = None, python: str = sys.executable) -> None:
+    def __init__(self, settings: Settings | None = None, report: ReportFn | None = None, python: str = sys.executable) -> None:
         self.settings = settings or get_settings()
-        self.seen = seen
+        self.report = report
         self.python = python
         self._children: dict[int, subprocess.Popen] = {}
 
@@ -136,8 +136,8 @@ class LocalLauncher(Launcher):
         alive, code = self._exit_code(pid, start)
         if alive:
             if replica.state is not ReplicaState.DRAINING:
-                reported = self.seen is not None and self.seen(replica.job_id, replica.replica_id)
-                replica.state = ReplicaState.RUNNING if reported else ReplicaState.STARTING
+                state = self._reported_state(replica)
+                replica.state = ReplicaState.RUNNING if state in ("running", "draining") else ReplicaState.STARTING
             replica.cost_usd = accrued_cost(replica.price_per_hour, replica.started_at, None, time.time())
             return replica
         replica.ended_at = replica.ended_at or time.time()
@@ -146,6 +146,8 @@ class LocalLauncher(Launcher):
             replica.state, replica.message = ReplicaState.TERMINATED, "worker exited (0)"
         elif draining and code in (None, -signal.SIGTERM):
             replica.state, replica.message = ReplicaState.TERMINATED, "worker stopped after drain"
+        elif code is None and self._reported_state(replica) == "stopped":
+            replica.state, replica.message = ReplicaState.TERMINATED, "worker stopped (its last report; not our child)"
         elif code is not None:
             replica.state = ReplicaState.FAILED
             replica.message = f"worker killed by signal {-code}" if code < 0 else f"worker exited with code {code}"
@@ -153,6 +155,10 @@ class LocalLauncher(Launcher):
             replica.state, replica.message = ReplicaState.FAILED, "worker exited; exit status unknown (not our child)"
         replica.cost_usd = accrued_cost(replica.price_per_hour, replica.started_at, replica.ended_at, replica.ended_at)
         return replica
+
+    def _reported_state(self, replica: Replica) -> str | None:
+        report = self.report(replica.job_id, replica.replica_id) if self.report is not None else None
+        return (report or {}).get("state")
 
     def _signal(self, pid: int, sig: int, group: bool = False) -> None:
         try:

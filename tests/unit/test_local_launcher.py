@@ -37,9 +37,9 @@ def fake_python(tmp_path: Path) -> str:
     return str(path)
 
 
-def launcher(tmp_path: Path, fake_python: str, seen=None, grace: float = 5.0) -> LocalLauncher:
+def launcher(tmp_path: Path, fake_python: str, report=None, grace: float = 5.0) -> LocalLauncher:
     settings = Settings(home=tmp_path / "home", launcher=LauncherSettings(local_stop_grace_s=grace))
-    return LocalLauncher(settings, seen=seen, python=fake_python)
+    return LocalLauncher(settings, report=report, python=fake_python)
 
 
 def wait_state(l: LocalLauncher, replica, states, timeout: float = 10.0):
@@ -63,15 +63,17 @@ def test_worker_command_carries_engine_and_burst() -> None:
 
 def test_launch_poll_starting_then_running(tmp_path: Path, fake_python: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_WORKER_MODE", "run")
-    reported = {"yes": False}
-    l = launcher(tmp_path, fake_python, seen=lambda job, worker: reported["yes"])
+    reported: dict = {}
+    l = launcher(tmp_path, fake_python, report=lambda job, worker: reported.get(worker))
     r = l.launch(ENV, POOL, "w-1")
     try:
         assert r.state is ReplicaState.PROVISIONING
         pid, start = r.handle.split(":")
         assert process_start_time(int(pid)) == start
         assert l.poll(r).state is ReplicaState.STARTING
-        reported["yes"] = True
+        reported["w-1"] = {"state": "starting"}  # engine still loading
+        assert l.poll(r).state is ReplicaState.STARTING
+        reported["w-1"] = {"state": "running"}
         assert l.poll(r).state is ReplicaState.RUNNING
         log = l.log_path("batch_t", "w-1")
         assert log.parent == tmp_path / "home" / "logs" / "batch_t"
@@ -137,6 +139,16 @@ def test_another_launcher_adopts_by_pid(tmp_path: Path, fake_python: str, monkey
     # Our test process is the parent, so the dead worker is a zombie: it must still read as gone.
     r = wait_state(adopter, r, {ReplicaState.FAILED, ReplicaState.TERMINATED})
     assert r.state is ReplicaState.FAILED and "unknown" in r.message
+    parent.poll(r)  # reap
+
+
+def test_adopted_worker_that_reported_stopped_is_terminated(tmp_path: Path, fake_python: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_WORKER_MODE", "exit0")
+    parent = launcher(tmp_path, fake_python)
+    r = parent.launch(ENV, POOL, "w-1")
+    adopter = launcher(tmp_path, fake_python, report=lambda job, worker: {"state": "stopped"})
+    r = wait_state(adopter, r, {ReplicaState.FAILED, ReplicaState.TERMINATED})
+    assert r.state is ReplicaState.TERMINATED
     parent.poll(r)  # reap
 
 

@@ -1,0 +1,127 @@
+"""A job through the whole control plane in one process: HTTP submit, ingest (RQ step run inline),
+controller ticks launching real local workers on the fake engine, assembly, results over HTTP.
+Also: a bad input file fails fast with line-numbered errors and launches nothing; cancel and
+deadline expiry keep partial results.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from orca.control.app import create_app
+from orca.control.controller import Controller
+from orca.control.service import OrcaService
+from orca.settings import ControlSettings, IngestSettings, LauncherSettings, QueueSettings, Settings
+
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def batch(n: int, delay_s: float = 0.0) -> bytes:
+    rows = [{"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
+             "body": {"model": MODEL, "max_tokens": 8, "fake_delay_s": delay_s, "messages": [{"role": "user", "content": f"q{i}"}]}}
+            for i in range(n)]
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+@pytest.fixture
+def env(redis_url: str, tmp_path):
+    settings = Settings(
+        home=tmp_path, redis_url=redis_url, store_url=(tmp_path / "store").as_uri(),
+        queue=QueueSettings(lease_s=3, renew_every_s=0.5, reap_every_s=0.2),
+        ingest=IngestSettings(min_chunk_requests=1, max_chunk_requests=4),
+        control=ControlSettings(tick_s=0.1, lock_ttl_s=5),
+        launcher=LauncherSettings(local_engine="fake", local_stop_grace_s=3, local_max_workers=2),
+    )
+    svc = OrcaService.from_settings(settings, synchronous=True)
+    client = TestClient(create_app(svc))
+    token = svc.registry.create_token("alice")
+    client.headers["authorization"] = f"Bearer {token}"
+    controller = Controller(svc)
+    yield svc, client, controller
+    for job_id in svc.registry.job_ids():  # never leave workers behind
+        for r in svc.registry.replicas(job_id):
+            if r.state.live:
+                controller.launcher({"launcher": "local"}).terminate(r)
+    svc.close()
+
+
+def run_until(controller: Controller, client: TestClient, job_id: str, pred, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        controller.tick()
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if pred(job):
+            return job
+        assert job["status"] != "failed", job
+        time.sleep(0.1)
+    raise AssertionError(f"job stuck: {job}")
+
+
+def lines(client: TestClient, job_id: str, kind: str, **params) -> list[dict]:
+    r = client.get(f"/api/jobs/{job_id}/{kind}", params=params)
+    assert r.status_code == 200, r.text
+    return [json.loads(x) for x in r.text.splitlines() if x.strip()]
+
+
+def test_job_runs_to_completion(env) -> None:
+    svc, client, controller = env
+    r = client.post("/api/jobs", files={"file": ("b.jsonl", batch(20))}, data={"deadline": "1h", "metadata": '{"team": "x"}'})
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["status"] == "in_progress"  # ingest ran inline (synchronous background)
+    assert job["request_counts"]["total"] == 20 and job["progress"]["chunks_total"] == 5
+    assert job["plan"]["market"] == "local" and job["plan"]["replicas"] == 2
+    done = run_until(controller, client, job["id"], lambda j: j["status"] == "completed")
+    assert done["request_counts"] == {"total": 20, "completed": 20, "failed": 0}
+    assert done["output_available"] and done["completed_at"] >= done["in_progress_at"]
+    assert done["metadata"] == {"team": "x"}
+    out = lines(client, job["id"], "results")
+    assert [x["custom_id"] for x in out] == [f"req-{i}" for i in range(20)]
+    assert lines(client, job["id"], "errors") == []
+    kinds = [e["kind"] for e in client.get(f"/api/jobs/{job['id']}/logs").json()]
+    assert kinds[0] == "created" and "replica_launched" in kinds and kinds[-1] in ("completed", "teardown")
+    run_until(controller, client, job["id"], lambda j: svc.registry.get(j["id"]).settled)
+    assert not any(r.state.live for r in svc.registry.replicas(job["id"]))
+
+
+def test_bad_input_fails_fast_with_line_numbers(env) -> None:
+    svc, client, controller = env
+    bad = batch(3) + b"not json\n" + b'{"custom_id": "req-0", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
+    job = client.post("/api/jobs", files={"file": ("b.jsonl", bad)}).json()
+    assert job["status"] == "failed"
+    assert job["validation_error_count"] >= 2
+    assert {e["line"] for e in job["validation_errors"]} >= {4, 5}
+    errors = lines(client, job["id"], "errors")
+    assert {e["line"] for e in errors} >= {4, 5}
+    controller.tick()
+    assert svc.registry.replicas(job["id"]) == []
+
+
+def test_cancel_keeps_partial_results(env) -> None:
+    svc, client, controller = env
+    n = 40
+    job = client.post("/api/jobs", files={"file": ("b.jsonl", batch(n, 0.5))}).json()
+    run_until(controller, client, job["id"], lambda j: j["progress"]["chunks_done"] >= 1)
+    partial = lines(client, job["id"], "results", partial=True)
+    assert 0 < len(partial) < n
+    assert client.post(f"/api/jobs/{job['id']}/cancel").json()["status"] == "cancelling"
+    done = run_until(controller, client, job["id"], lambda j: j["status"] == "cancelled" and j["output_available"])
+    out, err = lines(client, job["id"], "results"), lines(client, job["id"], "errors")
+    assert 0 < len(out) < n and len(out) + len(err) == n
+    assert done["request_counts"]["completed"] == len(out)
+    assert not any(r.state.live for r in svc.registry.replicas(job["id"]))
+    assert client.post(f"/api/jobs/{job['id']}/cancel").status_code == 409
+
+
+def test_deadline_expiry_keeps_partial_results(env) -> None:
+    svc, client, controller = env
+    n = 40
+    job = client.post("/api/jobs", files={"file": ("b.jsonl", batch(n, 0.5))}, data={"deadline": "6s"}).json()
+    done = run_until(controller, client, job["id"], lambda j: j["status"] == "expired" and j["output_available"], timeout=40)
+    out, err = lines(client, job["id"], "results"), lines(client, job["id"], "errors")
+    assert len(out) + len(err) == n and len(out) < n
+    assert done["expired_at"] >= job["deadline_at"]
