@@ -115,6 +115,10 @@ class Forwarder:
                 held = False
             if att.status is not None and not _is_transient(att.status):
                 return self._final(line_id, req, att)
+            if att.status is None and self.engine.ready:
+                # A connection dropped by a dying engine can arrive a moment before its process
+                # is seen to exit; look again after one health poll before charging the attempt.
+                await asyncio.sleep(self.engine_settings.health_poll_s)
             if not self.engine.ready:
                 continue  # the engine is restarting: this failure does not count
             if attempt_no >= self.settings.request_retries:

@@ -77,6 +77,7 @@ class _Run:
     dispatched: asyncio.Event = field(default_factory=asyncio.Event)
     dispatching: bool = False                 # at least one of its requests went to the engine
     cancel_reason: str | None = None   # "release" | "stale" | "hung"
+    finishing: bool = False            # committing or releasing on its own: not to be cancelled
 
 
 class Worker:
@@ -132,7 +133,8 @@ class Worker:
 
     def _cancel_run(self, chunk_id: str, reason: str) -> None:
         run = self._runs.get(chunk_id)
-        if run is not None and run.task is not None and not run.task.done() and run.cancel_reason is None:
+        if (run is not None and run.task is not None and not run.task.done() and run.cancel_reason is None
+                and not run.finishing):
             run.cancel_reason = reason
             run.task.cancel()
 
@@ -258,7 +260,8 @@ class Worker:
                     for chunk_id in list(self._runs):
                         self._cancel_run(chunk_id, "release")
             tasks = {run.task for run in self._runs.values() if run.task is not None}
-            timeout = None if self._drain_deadline is None else max(0.0, self._drain_deadline - time.monotonic())
+            left = None if self._drain_deadline is None else self._drain_deadline - time.monotonic()
+            timeout = left if left is not None and left > 0 else None  # past it: every run is ending
             self._wake.clear()
             wake = asyncio.ensure_future(self._wake.wait())
             await asyncio.wait(tasks | {wake}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -283,6 +286,7 @@ class Worker:
             try:
                 requests = parse_chunk(data)
             except (ValueError, KeyError, TypeError) as e:
+                run.finishing = True
                 log.error("chunk %s holds an unreadable line: %s", chunk_id, e)
                 await asyncio.to_thread(self.queue.fail, self._lease(run), f"unreadable chunk data: {e}", False)
                 return
@@ -293,6 +297,7 @@ class Worker:
                 run.dispatching = True  # a request is in flight: on stop, this chunk gets the grace period
             done_dispatching()
             lines = await asyncio.gather(*tasks)
+            run.finishing = True
             await self._commit(run, lines)
         except asyncio.CancelledError:
             for t in tasks:
@@ -307,6 +312,7 @@ class Worker:
         except StaleLeaseError:
             log.warning("lease on chunk %s was fenced off before commit: nothing uploaded", chunk_id)
         except EngineError as e:
+            run.finishing = True
             log.error("engine failed during chunk %s: %s", chunk_id, e)
             for t in tasks:
                 t.cancel()
@@ -314,10 +320,12 @@ class Worker:
             await self._release(run)
             self._set_stop(StopReason.ENGINE_FAILED)
         except (QueueUnavailableError, StoreUnavailableError) as e:
+            run.finishing = True
             log.error("chunk %s: %s", chunk_id, e)
             await self._release(run)
             self._set_stop(StopReason.UNAVAILABLE)
         except OrcaError as e:
+            run.finishing = True
             log.error("chunk %s failed: %s", chunk_id, e)
             try:
                 await asyncio.to_thread(self.queue.fail, self._lease(run), str(e), True)

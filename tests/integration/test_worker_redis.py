@@ -133,3 +133,39 @@ def test_an_engine_that_dies_for_good_gets_its_chunks_released(redis_url, tmp_pa
                 assert info.state is ChunkState.PENDING and info.attempts == 0
     finally:
         engine.stop()
+
+
+def test_a_crashed_engine_is_restarted_and_its_requests_retried_without_using_up_attempts(redis_url, tmp_path):
+    job = "job-redis-3"
+    store_url = f"file://{tmp_path}/store"
+    store = open_store(store_url)
+    ids = write_job(store, job, n_chunks=1, per_chunk=6, fake_delay_s=1.0)
+    with ChunkQueue(redis_url, job) as queue:
+        queue.enqueue_many(ids)
+    settings = Settings(engine=EngineSettings(health_poll_s=0.05, max_restarts=2),
+                        worker=WorkerSettings(idle_poll_s=0.05, request_retries=0))  # no retry budget at all
+    engine = FakeEngine(EngineSpec(kind="fake", model="smollm2"), settings.engine)
+    engine.start()
+    result: list = []
+    config = WorkerConfig(job_id=job, redis_url=redis_url, store_url=store_url, pool="p", worker_id="w-crash",
+                          engine=engine.spec, burst=True)
+    t = threading.Thread(target=lambda: result.append(run_worker(config, settings, engine=engine)))
+    t.start()
+    try:
+        first = engine.servers[0].pid
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(engine.servers[0].url + "/fake/stats").json()["in_flight"] == 6:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        os.kill(first, signal.SIGKILL)
+        t.join(30)
+        assert result == [(ExitCode.OK, StopReason.FINISHED)]
+        assert engine.servers[0].restarts == 1 and engine.servers[0].pid != first
+    finally:
+        engine.stop()
+    lines = [json.loads(x) for x in store.get_bytes(JobLayout(job).chunk_output(ids[0], 1)).splitlines()]
+    assert [x["response"]["status_code"] for x in lines] == [200] * 6 and all(x["error"] is None for x in lines)

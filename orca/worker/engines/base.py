@@ -94,7 +94,9 @@ class ServerProcess:
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set()
+        """Healthy and still running (checked directly, so a crash counts before the monitor notices it)."""
+        proc = self._proc
+        return self._ready.is_set() and proc is not None and proc.poll() is None
 
     @property
     def pid(self) -> int | None:
