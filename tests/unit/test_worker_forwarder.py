@@ -119,3 +119,16 @@ def test_concurrency_never_exceeds_the_slots_and_fills_them():
         lines = forward_all(server.url, reqs, concurrency=6)
         assert server.stats.max_in_flight == 6
     assert [line["custom_id"] for line in lines] == [f"r{i}" for i in range(60)]
+
+
+def test_a_request_slower_than_the_timeout_ends_as_a_timeout_error_line(fake):
+    settings = WorkerSettings(request_timeout_s=0.2, request_retries=1, retry_backoff_s=0.01)
+    body = {**COMPLETION, "fake_delay_s": 5}
+    [line] = forward_all(fake.url, [RequestLine(0, "slow", "POST", "/v1/completions", body)], settings=settings)
+    assert line["response"] is None and line["error"]["code"] == "timeout"
+
+
+def test_429_is_transient(fake):
+    body = {**COMPLETION, "fake_fail": {"status": 429, "times": 1}}
+    [line] = forward_all(fake.url, [RequestLine(0, "busy", "POST", "/v1/completions", body)])
+    assert line["error"] is None and sum(fake.stats.failures_served.values()) == 1
