@@ -177,8 +177,11 @@ class Controller:
         return out
 
     def _stop_replicas(self, record: JobRecord) -> bool:
-        """True when no replica of the job is live; otherwise asks for the teardown step."""
+        """True when no replica of the job is live; otherwise stops claims and asks for the teardown step."""
         if any(r.state.live for r in self._poll(record)):
+            queue = self.svc.queue(record.id)
+            for pool in record.pools:
+                queue.drain(pool["key"])  # no new claims while the workers stop
             self._step("teardown", "teardown_job", record.id)
             return False
         return True

@@ -155,23 +155,29 @@ def _ingest_and_plan(svc, job_id: str) -> None:
 
 
 # -- assembly --------------------------------------------------------------
+def _unfinished_code(status: JobStatus) -> str | None:
+    """Error code for requests never run, by why the job ended (None: a completed job has none)."""
+    return {S.EXPIRED: "batch_expired", S.CANCELLED: "batch_cancelled", S.CANCELLING: "batch_cancelled",
+            S.FAILED: "batch_failed"}.get(status)
+
+
 def assemble_into(store: ObjectStore, record: JobRecord, queue: ChunkQueue, partial: bool) -> dict:
     """Merge the committed chunk outputs of a job; returns {"completed": n, "failed": n}.
 
-    ``partial`` writes to the partial keys and leaves the final files alone.
+    ``partial``: what is done so far, into the partial keys (unfinished requests left out; the
+    final files are untouched). Otherwise the final files, one line per request: requests never
+    run get an error line coded by why the job ended.
     """
     from orca.assembler import assemble
 
     layout = JobLayout(record.id)
-    out_key, err_key = (partial_key(layout, False), partial_key(layout, True)) if partial else (layout.output, layout.errors)
-    result = assemble(store, record.id, queue.committed_generations(), queue.dead_chunks(),
-                      output_key=out_key, errors_key=err_key, unfinished_code=None if not partial else "not_finished")
+    if partial:
+        result = assemble(store, record.id, queue.committed_generations(), queue.dead_chunks(), final=False,
+                          output_key=partial_key(layout, False), errors_key=partial_key(layout, True))
+    else:
+        result = assemble(store, record.id, queue.committed_generations(), queue.dead_chunks(), final=True,
+                          unfinished_code=_unfinished_code(record.status))
     return {"completed": result.n_output, "failed": result.n_errors}
-
-
-def _unfinished_code(status: JobStatus) -> str:
-    return {S.EXPIRED: "batch_expired", S.CANCELLED: "batch_cancelled", S.CANCELLING: "batch_cancelled",
-            S.FAILED: "batch_failed"}.get(status, "not_finished")
 
 
 def assemble_job(settings_json: str, job_id: str) -> None:
@@ -179,27 +185,22 @@ def assemble_job(settings_json: str, job_id: str) -> None:
 
     Expired, failed and cancelled jobs get their partial results: requests never run get an error line.
     """
-    from orca.assembler import assemble
-
     with _service(settings_json) as svc:
         reg = svc.registry
         record = reg.get(job_id)
         if not record.output_available and record.chunks_total:
-            queue = svc.queue(job_id)
+            counts = assemble_into(svc.store, record, svc.queue(job_id), partial=False)
             layout = JobLayout(job_id)
-            result = assemble(svc.store, job_id, queue.committed_generations(), queue.dead_chunks(),
-                              output_key=layout.output, errors_key=layout.errors,
-                              unfinished_code=None if record.status is S.FINALIZING else _unfinished_code(record.status))
             now = time.time()
-            out_file = reg.put_file(FileRecord(
-                id=f"file-{job_id.removeprefix('batch_')}-output", user=record.user, bytes=svc.store.size(layout.output),
-                created_at=now, filename="output.jsonl", purpose="batch_output", store_key=layout.output, job_id=job_id))
-            err_file = reg.put_file(FileRecord(
-                id=f"file-{job_id.removeprefix('batch_')}-errors", user=record.user, bytes=svc.store.size(layout.errors),
-                created_at=now, filename="errors.jsonl", purpose="batch_output", store_key=layout.errors, job_id=job_id))
-            reg.update(job_id, output_available=True, output_file_id=out_file.id, error_file_id=err_file.id,
-                       final_counts={"completed": result.n_output, "failed": result.n_errors})
-            reg.add_event(job_id, "assembled", f"{result.n_output} output lines, {result.n_errors} error lines")
+            stem = job_id.removeprefix("batch_")
+            files = [
+                reg.put_file(FileRecord(id=f"file-{stem}-{kind}", user=record.user, bytes=svc.store.size(key), created_at=now,
+                                        filename=f"{kind}.jsonl", purpose="batch_output", store_key=key, job_id=job_id))
+                for kind, key in (("output", layout.output), ("errors", layout.errors))
+            ]
+            reg.update(job_id, output_available=True, output_file_id=files[0].id, error_file_id=files[1].id,
+                       final_counts=counts)
+            reg.add_event(job_id, "assembled", f"{counts['completed']} output lines, {counts['failed']} error lines")
         record = reg.get(job_id)
         if record.status is S.FINALIZING:
             reg.transition(job_id, S.COMPLETED, lifecycle.can_transition, stamp="completed_at")
@@ -218,16 +219,17 @@ def teardown_job(settings_json: str, job_id: str) -> None:
         reg = svc.registry
         record = reg.get(job_id)
         pools = {p["key"]: p for p in record.pools}
+        live = [r for r in reg.replicas(job_id) if r.state.live]
+        launchers = {r.replica_id: launcher_for_pool(svc.settings, pools.get(r.pool) or {"launcher": r.launcher}, reg)
+                     for r in live}
         errors = []
-        for replica in reg.replicas(job_id):
-            if not replica.state.live:
-                continue
-            pool = pools.get(replica.pool)
-            launcher = launcher_for_pool(svc.settings, pool or {"launcher": replica.launcher}, reg)
-            try:
-                reg.put_replica(launcher.terminate(replica))
-            except OrcaError as exc:
-                errors.append(f"{replica.replica_id}: {exc}")
+        for phase in ("drain", "terminate"):  # all get SIGTERM first, so their grace periods overlap
+            for i, replica in enumerate(live):
+                try:
+                    live[i] = getattr(launchers[replica.replica_id], phase)(replica)
+                    reg.put_replica(live[i])
+                except OrcaError as exc:
+                    errors.append(f"{replica.replica_id}: {phase}: {exc}")
         if errors:
             reg.add_event(job_id, "teardown_error", "; ".join(errors))
             raise OrcaError("teardown incomplete", job_id=job_id, errors=errors)

@@ -4,7 +4,8 @@ Each replica is ``python -m orca.worker ... --burst`` in its own session, so it 
 killed control plane. Its handle is ``"<pid>:<start time>"`` (the start time from
 ``/proc/<pid>/stat`` guards against a recycled pid); the controller stores it in Redis, so a
 restarted control plane adopts running workers and polls them by pid. Logs go to
-``settings.home/logs/<job>/<replica>.log``.
+``settings.home/logs/<job>/<replica>.log``. Workers inherit the launcher's queue, worker,
+engine and store settings (as ``ORCA_*`` variables), so leases and timeouts agree.
 
 State mapping: alive -> STARTING until the worker reports that it runs, then RUNNING
 (DRAINING after ``drain``); exit code 0 -> TERMINATED, non-zero or a signal -> FAILED.
@@ -14,6 +15,7 @@ TERMINATED if it was draining or its last report says it stopped cleanly, else F
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -56,6 +58,19 @@ def process_start_time(pid: int) -> str | None:
     return rest[19]
 
 
+#: Settings sections a local worker inherits from the control plane that launched it.
+WORKER_SECTIONS = ("queue", "worker", "engine", "store")
+
+
+def worker_settings_env(settings: Settings) -> dict[str, str]:
+    """``ORCA_<SECTION>__<FIELD>`` variables that give a worker the launcher's timings and limits."""
+    env = {}
+    for section in WORKER_SECTIONS:
+        for name, value in getattr(settings, section).model_dump(mode="json").items():
+            env[f"ORCA_{section.upper()}__{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
 def worker_command(env: WorkerEnv, pool: PoolSpec, replica_id: str, python: str = sys.executable) -> list[str]:
     """The worker command line for one replica (engine kind and extra arguments from the pool)."""
     cmd = [
@@ -93,6 +108,7 @@ class LocalLauncher(Launcher):
             with open(log_file, "ab") as log:
                 proc = subprocess.Popen(
                     cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    env={**os.environ, **worker_settings_env(self.settings)},
                     start_new_session=True,  # survives a killed control plane; its own process group
                 )
         except OSError as exc:

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from orca.control.app import create_app
 from orca.control.controller import Controller
 from orca.control.service import OrcaService
-from orca.settings import ControlSettings, IngestSettings, LauncherSettings, QueueSettings, Settings
+from orca.settings import ControlSettings, IngestSettings, LauncherSettings, QueueSettings, Settings, WorkerSettings
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -34,7 +34,8 @@ def env(redis_url: str, tmp_path):
         queue=QueueSettings(lease_s=3, renew_every_s=0.5, reap_every_s=0.2),
         ingest=IngestSettings(min_chunk_requests=1, max_chunk_requests=4),
         control=ControlSettings(tick_s=0.1, lock_ttl_s=5),
-        launcher=LauncherSettings(local_engine="fake", local_stop_grace_s=3, local_max_workers=2),
+        launcher=LauncherSettings(local_engine="fake", local_engine_args={"fake_slots": "4"}, local_stop_grace_s=3, local_max_workers=2),
+        worker=WorkerSettings(drain_grace_s=0.3, metrics_every_s=0.5, idle_poll_s=0.2),
     )
     svc = OrcaService.from_settings(settings, synchronous=True)
     client = TestClient(create_app(svc))
@@ -103,8 +104,8 @@ def test_bad_input_fails_fast_with_line_numbers(env) -> None:
 
 def test_cancel_keeps_partial_results(env) -> None:
     svc, client, controller = env
-    n = 40
-    job = client.post("/api/jobs", files={"file": ("b.jsonl", batch(n, 0.5))}).json()
+    n = 80
+    job = client.post("/api/jobs", files={"file": ("b.jsonl", batch(n, 1.0))}).json()
     run_until(controller, client, job["id"], lambda j: j["progress"]["chunks_done"] >= 1)
     partial = lines(client, job["id"], "results", partial=True)
     assert 0 < len(partial) < n
@@ -112,6 +113,7 @@ def test_cancel_keeps_partial_results(env) -> None:
     done = run_until(controller, client, job["id"], lambda j: j["status"] == "cancelled" and j["output_available"])
     out, err = lines(client, job["id"], "results"), lines(client, job["id"], "errors")
     assert 0 < len(out) < n and len(out) + len(err) == n
+    assert "batch_cancelled" in {e["error"]["code"] for e in err}
     assert done["request_counts"]["completed"] == len(out)
     assert not any(r.state.live for r in svc.registry.replicas(job["id"]))
     assert client.post(f"/api/jobs/{job['id']}/cancel").status_code == 409
@@ -119,9 +121,14 @@ def test_cancel_keeps_partial_results(env) -> None:
 
 def test_deadline_expiry_keeps_partial_results(env) -> None:
     svc, client, controller = env
-    n = 40
-    job = client.post("/api/jobs", files={"file": ("b.jsonl", batch(n, 0.5))}, data={"deadline": "6s"}).json()
-    done = run_until(controller, client, job["id"], lambda j: j["status"] == "expired" and j["output_available"], timeout=40)
+    n = 80
+    job = client.post("/api/jobs", files={"file": ("b.jsonl", batch(n, 1.0))}).json()
+    run_until(controller, client, job["id"], lambda j: j["progress"]["chunks_done"] >= 1)
+    svc.registry.update(job["id"], deadline_at=time.time())  # the clock reaches the deadline mid-job
+    done = run_until(controller, client, job["id"], lambda j: j["status"] == "expired" and j["output_available"])
     out, err = lines(client, job["id"], "results"), lines(client, job["id"], "errors")
-    assert len(out) + len(err) == n and len(out) < n
-    assert done["expired_at"] >= job["deadline_at"]
+    assert 0 < len(out) < n and len(out) + len(err) == n
+    assert {e["error"]["code"] for e in err} == {"batch_expired"}
+    assert done["expired_at"] >= done["deadline_at"] and "deadline" in done["message"]
+    run_until(controller, client, job["id"], lambda j: svc.registry.get(j["id"]).settled)
+    assert not any(r.state.live for r in svc.registry.replicas(job["id"]))

@@ -12,7 +12,7 @@ import pytest
 
 from orca.launchers.base import PoolSpec, ReplicaState, WorkerEnv
 from orca.launchers.local import LocalLauncher, process_start_time, worker_command
-from orca.settings import LauncherSettings, Settings
+from orca.settings import LauncherSettings, QueueSettings, Settings
 
 ENV = WorkerEnv(job_id="batch_t", redis_url="redis://127.0.0.1:1/0", store_url="file:///tmp/x", model="m")
 POOL = PoolSpec(key="cpu-tp1-pp1-local", launcher="local", gpu="cpu", engine="fake", engine_args={"fake_latency_s": "0.01"})
@@ -20,6 +20,7 @@ POOL = PoolSpec(key="cpu-tp1-pp1-local", launcher="local", gpu="cpu", engine="fa
 # Stands in for `python -m orca.worker ...`: behaviour chosen by FAKE_WORKER_MODE.
 SCRIPT = """#!/bin/sh
 echo "args: $*"
+echo "lease: $ORCA_QUEUE__LEASE_S"
 case "$FAKE_WORKER_MODE" in
   exit0) exit 0 ;;
   exit3) exit 3 ;;
@@ -38,7 +39,7 @@ def fake_python(tmp_path: Path) -> str:
 
 
 def launcher(tmp_path: Path, fake_python: str, report=None, grace: float = 5.0) -> LocalLauncher:
-    settings = Settings(home=tmp_path / "home", launcher=LauncherSettings(local_stop_grace_s=grace))
+    settings = Settings(home=tmp_path / "home", launcher=LauncherSettings(local_stop_grace_s=grace), queue=QueueSettings(lease_s=7))
     return LocalLauncher(settings, report=report, python=fake_python)
 
 
@@ -81,6 +82,7 @@ def test_launch_poll_starting_then_running(tmp_path: Path, fake_python: str, mon
         while "args:" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert "--engine fake" in log.read_text()
+        assert "lease: 7.0" in log.read_text()  # the launcher's settings reach the worker
     finally:
         r = l.terminate(r)
     assert r.state is ReplicaState.TERMINATED
