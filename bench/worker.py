@@ -7,7 +7,7 @@ The engine is the FAKE OpenAI server (orca.worker.engines.fake_server) as a subp
   requests in flight) with the same HTTP client stack the worker uses.
 * ``orca_s``: the same requests as chunks in a real redis-server queue and a local
   file store, processed by ``workers`` worker subprocesses sharing the engine
-  (``--engine external``, ``slots / workers`` requests in flight each), claim,
+  (``--engine external``, ``slots / workers`` requests in flight each by default), claim,
   output writes and completions included. The clock starts at enqueue (workers
   are already up and polling) and stops when the queue counts every chunk done.
 * ``efficiency = direct_s / orca_s`` (1.0: orca loses nothing to chunking, leases
@@ -105,7 +105,7 @@ def write_chunks(store, n: int, chunk_size: int) -> list[str]:
     return ids
 
 
-def run_orca(url: str, n: int, chunk_size: int, workers: int, concurrency: int, tmp: Path) -> dict:
+def run_orca(url: str, n: int, chunk_size: int, workers: int, worker_concurrency: int, tmp: Path) -> dict:
     redis = EmbeddedRedis(tmp / "redis").start()
     procs: list[subprocess.Popen] = []
     try:
@@ -118,7 +118,7 @@ def run_orca(url: str, n: int, chunk_size: int, workers: int, concurrency: int, 
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "orca.worker", "--job", JOB, "--redis-url", redis.url, "--store-url", store_url,
                  "--pool", "bench", "--worker-id", f"bench-w{w}", "--engine", "external", "--engine-url", url,
-                 "--max-concurrency", str(concurrency // workers)],
+                 "--max-concurrency", str(worker_concurrency)],
                 env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / f"worker-{w}.log", "wb")))
         metrics = WorkerMetricsStore(redis.url, JOB)
         deadline = time.monotonic() + 60
@@ -153,17 +153,22 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=64)
     parser.add_argument("--latency-s", type=float, default=0.125)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--worker-concurrency", type=int, default=None,
+                        help="requests in flight per worker (default: slots / workers, so orca never has more "
+                             "in flight than the direct client)")
     args = parser.parse_args()
+    worker_concurrency = args.worker_concurrency or max(1, args.slots // args.workers)
     engine, url = start_engine(args.slots, args.latency_s)
     try:
         direct_s = asyncio.run(drive_direct(url, args.requests, args.slots, 8))
         with tempfile.TemporaryDirectory(prefix="orca-bench-worker-") as tmp:
-            orca = run_orca(url, args.requests, args.chunk_size, args.workers, args.slots, Path(tmp))
+            orca = run_orca(url, args.requests, args.chunk_size, args.workers, worker_concurrency, Path(tmp))
     finally:
         engine.kill()
     ideal_s = args.requests / args.slots * args.latency_s
     print(json.dumps({
         "bench": "worker", "requests": args.requests, "chunk_size": args.chunk_size, "workers": args.workers,
+        "worker_concurrency": worker_concurrency,
         "engine_slots": args.slots, "engine_latency_s": args.latency_s,
         "engine_capacity_rps": round(args.slots / args.latency_s, 1), "ideal_s": round(ideal_s, 3),
         "direct_s": round(direct_s, 3), "orca_s": round(orca["orca_s"], 3),
