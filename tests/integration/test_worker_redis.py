@@ -12,7 +12,7 @@ import httpx
 
 from orca.queue import ChunkQueue, ChunkState
 from orca.queue.worker_metrics import WorkerMetrics, WorkerMetricsStore
-from orca.settings import EngineSettings, QueueSettings, Settings, WorkerSettings
+from orca.settings import EngineSettings, Settings, WorkerSettings
 from orca.storage import open_store
 from orca.storage.layout import JobLayout
 from orca.worker.engines import EngineSpec
