@@ -33,6 +33,7 @@ from orca.storage.layout import JobLayout
 from orca.worker.output import output_id
 
 READ_BUFFER = 32 * 1024  # per open chunk stream: 1,000 chunks x 2 streams stay near 64 MB
+WRITE_BATCH = 4096  # lines joined per write call: fewer calls, a few MB at most held
 
 
 class _Response(msgspec.Struct):
@@ -115,14 +116,22 @@ def assemble(store: ObjectStore, job_id: str, committed: dict[str, int], dead: d
         if unknown:
             raise AssemblyError("committed chunks missing from the job's manifests", job_id=job_id, chunks=unknown[:5])
         with store.open_write(output_key) as out, store.open_write(errors_key) as err:
-            out_write, err_write = out.write, err.write
+            ok_lines: list[bytes] = []
+            err_lines: list[bytes] = []
             for _, ok, line in heapq.merge(*streams):
-                if ok:
-                    out_write(line)
-                    completed += 1
-                else:
-                    err_write(line)
-                    failed += 1
+                (ok_lines if ok else err_lines).append(line)
+                if len(ok_lines) >= WRITE_BATCH:
+                    completed += len(ok_lines)
+                    out.write(b"".join(ok_lines))
+                    ok_lines.clear()
+                if len(err_lines) >= WRITE_BATCH:
+                    failed += len(err_lines)
+                    err.write(b"".join(err_lines))
+                    err_lines.clear()
+            completed += len(ok_lines)
+            failed += len(err_lines)
+            out.write(b"".join(ok_lines))
+            err.write(b"".join(err_lines))
     return AssembleResult(total=total, completed=completed, failed=failed, missing=missing)
 
 

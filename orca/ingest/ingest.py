@@ -2,7 +2,7 @@
 
 Two passes over a local copy of the input: pass 1 (``orca.ingest.scan``) validates and
 collects per-request estimates and byte offsets; pass 2 writes each chunk's lines, verbatim
-and in ascending line order, by slicing a memory map of the file. The manifests object is
+and in ascending line order, with positional reads of the file. The manifests object is
 written last: it is the commit point of a successful ingest. A failed validation writes
 ``JobLayout.validation_errors`` instead and no chunks. Re-running ingest on the same input
 rewrites the same objects (chunk ids and contents are deterministic).
@@ -10,10 +10,10 @@ rewrites the same objects (chunk ids and contents are deterministic).
 
 from __future__ import annotations
 
-import mmap
 import os
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -30,6 +30,7 @@ from orca.storage.base import ObjectStore
 from orca.storage.layout import JobLayout
 
 COPY_BUFFER = 4 * 1024 * 1024
+WRITE_THREADS = 4  # chunk writes in flight: enough to overlap fsyncs, few enough to bound memory
 
 
 @dataclass
@@ -133,11 +134,16 @@ def _finish(store: ObjectStore, layout: JobLayout, scan: ScanResult, local: str,
                           settings.max_chunk_requests, settings.balance_slack)
     starts = np.concatenate(([0], scan.ends[:-1]))
     encoder = msgspec.json.Encoder()
-    with open(local, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm, \
-            store.open_write(layout.manifests) as manifests:
+    with open(local, "rb") as f, ThreadPoolExecutor(WRITE_THREADS) as pool:
+        # Chunk objects are written (and, on the local store, fsynced) by a few threads so disk
+        # flushes overlap; the manifests object goes last, once every chunk is in place.
+        futures = [pool.submit(_write_chunk, store, layout.chunk(chunk_id(i)), f.fileno(), starts, scan.ends, idx)
+                   for i, idx in enumerate(chunks)]
+        for fut in futures:
+            fut.result()
+    with store.open_write(layout.manifests) as manifests:
         for i, idx in enumerate(chunks):
             cid = chunk_id(i)
-            _write_chunk(store, layout.chunk(cid), mm, starts, scan.ends, idx)
             lines = scan.lines[idx].tolist()
             est = int(tokens[idx].sum())
             manifests.write(encoder.encode({"job_id": layout.job_id, "chunk_id": cid, "lines": lines, "est_tokens": est}))
@@ -146,16 +152,16 @@ def _finish(store: ObjectStore, layout: JobLayout, scan: ScanResult, local: str,
     return result
 
 
-def _write_chunk(store: ObjectStore, key: str, mm: mmap.mmap, starts: np.ndarray, ends: np.ndarray, idx: np.ndarray) -> None:
+def _write_chunk(store: ObjectStore, key: str, fd: int, starts: np.ndarray, ends: np.ndarray, idx: np.ndarray) -> None:
     """Write the chunk's lines in index order, one slice per run of consecutive lines; every line ends with a newline."""
     breaks = np.flatnonzero(np.diff(idx) != 1) + 1
     run_first = idx[np.concatenate(([0], breaks))]
     run_last = idx[np.concatenate((breaks - 1, [len(idx) - 1]))]
-    with store.open_write(key) as out:
-        for a, b in zip(starts[run_first].tolist(), ends[run_last].tolist()):
-            out.write(mm[a:b])
-        if mm[ends[run_last[-1]] - 1] != 0x0A:
-            out.write(b"\n")  # the file's last line had no newline
+    pread = os.pread
+    data = [pread(fd, b - a, a) for a, b in zip(starts[run_first].tolist(), ends[run_last].tolist())]
+    if data[-1][-1:] != b"\n":
+        data.append(b"\n")  # the file's last line had no newline
+    store.put_bytes(key, b"".join(data))
 
 
 def _copy(src, dst) -> None:

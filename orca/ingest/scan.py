@@ -106,29 +106,65 @@ class _Scanner:
             lines.pop()  # the block ends with a newline
         end = block.offset
         decode = R.strict_decoder.decode
-        accept = self.accept
         max_requests = self.s.max_requests
         max_line = self.s.max_line_mb * MB
+        r = self.result
+        # Fast path: a valid line like the ones before it, recorded inline; anything else goes to accept()/diagnose().
+        fast = r.error_count == 0 and not self.allow_multi and r.endpoint is not None
+        endpoint, model_ref = r.endpoint, (self.model_override or r.model)
+        field_name = R.PROMPT_FIELD.get(r.endpoint or "", "")
+        chat = field_name == "messages"
+        default_out = 0 if r.endpoint == "/v1/embeddings" else self.default_out
+        inv_cpt, prefix, unset = self.inv_cpt, self.prefix, R.UNSET
+        lines_app, ends_app, ptok_app = self.lines.append, self.ends.append, self.ptok.append
+        otok_app, pre_app, ids_app = self.otok.append, self.prefixes.append, self.ids.append
+        crc32 = zlib.crc32
+        n = self.line_no
         for line in lines:
-            self.line_no += 1
+            n += 1
             end += len(line) + 1
-            if self.line_no > max_requests:
-                self.error("too_large", self.line_no, f"more than {max_requests} requests in one file")
+            if n > max_requests:
+                self.line_no = n
+                self.error("too_large", n, f"more than {max_requests} requests in one file")
                 self.stop = True
                 return
             if len(line) > max_line:  # a long line inside one read block (limit below the block size)
-                self.error("too_large", self.line_no, f"line is {len(line)} bytes; the limit is {self.s.max_line_mb} MB per request")
+                self.line_no = n
+                self.error("too_large", n, f"line is {len(line)} bytes; the limit is {self.s.max_line_mb} MB per request")
+                fast = False
                 continue
             if utf8_ok:
                 try:
-                    r = decode(line)
+                    rec = decode(line)
                 except R.DecodeError:
                     pass
                 else:
-                    b = r.body
-                    accept(end, r.custom_id, r.url, b.model, b, b.max_tokens, b.max_completion_tokens)
+                    b = rec.body
+                    if fast and rec.url == endpoint and rec.custom_id and (b.model == model_ref or self.model_override):
+                        raw = getattr(b, field_name)
+                        out = b.max_tokens if b.max_tokens is not None else b.max_completion_tokens
+                        if raw is not unset and (out is None or out >= 0):
+                            prompt = memoryview(raw)
+                            if not chat or (prompt[0] == 0x5B and len(prompt) > 2):
+                                lines_app(n)
+                                ends_app(end)
+                                ptok_app(int(len(prompt) * inv_cpt) + 1)
+                                otok_app(default_out if out is None else min(out, 0xFFFFFFFF))
+                                pre_app(crc32(prompt[:prefix]))
+                                ids_app(hash(rec.custom_id))
+                                continue
+                    self.line_no = n
+                    self.accept(end, rec.custom_id, rec.url, b.model, b, b.max_tokens, b.max_completion_tokens)
+                    fast = r.error_count == 0 and not self.allow_multi and r.endpoint is not None
+                    endpoint, model_ref = r.endpoint, (self.model_override or r.model)
+                    field_name = R.PROMPT_FIELD.get(r.endpoint or "", "")
+                    chat = field_name == "messages"
+                    default_out = 0 if r.endpoint == "/v1/embeddings" else self.default_out
                     continue
+            self.line_no = n
             self.diagnose(line, end, utf8_ok)
+            fast = False
+        self.line_no = n
 
     # -- one line ---------------------------------------------------------
     def accept(self, end: int, custom_id: str, url: str, model, body, max_tokens, max_completion_tokens) -> None:
