@@ -41,7 +41,7 @@ class StoreSettings(BaseModel):
     multipart_part_mb: int = Field(16, description="S3 part size: above S3's 5 MiB minimum, small enough to keep memory flat while streaming.")
     max_retries: int = Field(6, description="S3 throttling/5xx retries (tenacity, exponential backoff): rides out a minute of SlowDown.")
     retry_max_wait_s: float = Field(20.0, description="Longest single backoff between S3 retries.")
-    retry_backoff_s: float = Field(0.5, description="First backoff between S3 retries (doubles each time): six retries span about a minute with the cap.")
+    retry_backoff_s: float = Field(0.5, description="First backoff between S3 retries (doubles each time): six retries span about half a minute.")
     connect_timeout_s: float = Field(10.0, description="S3 connection timeout: an unreachable endpoint fails over to a retry instead of hanging.")
     read_timeout_s: float = Field(60.0, description="S3 socket read timeout: a stalled transfer is retried (resuming reads at the byte reached).")
     read_buffer_kb: int = Field(1024, description="Read size for streaming objects: large reads amortise per-call overhead.")
