@@ -119,6 +119,9 @@ class Controller:
     def tick_job(self, record: JobRecord) -> None:
         now = time.time()
         status = record.status
+        if status is not S.IN_PROGRESS and SwapManager.active(record) is not None:
+            SwapManager(self.settings, self.registry, launchers=self.launcher).tick(record)  # closes it
+            record = self.registry.get(record.id)
         if status.terminal:
             self._settle(record)
         elif status in (S.VALIDATING, S.PLANNING):
@@ -194,6 +197,11 @@ class Controller:
             if reaped:
                 self.registry.add_event(record.id, "reaped", f"{len(reaped)} expired lease(s) returned to the queue")
         counts = queue.counts()
+        replicas = self._poll(record)
+        if SwapManager.active(record) is not None:
+            SwapManager(self.settings, self.registry, launchers=self.launcher).tick(record, queue)
+            record = self.registry.get(record.id)
+            replicas = self.registry.replicas(record.id)
         if counts.finished:
             self._to(record, S.FINALIZING, f"{counts.done} chunks done, {counts.dead} dead")
             self._step("assemble", "assemble_job", record.id)
@@ -203,14 +211,9 @@ class Controller:
             return
         if record.rate_done0 is None and counts.done >= 1:
             self.registry.update(record.id, rate_t0=now, rate_done0=counts.done)
-        replicas = self._poll(record)
         if record.replica_failures >= self.settings.launcher.max_replica_failures:
             self._to(record, S.FAILED, f"{record.replica_failures} worker replicas failed; giving up")
             return
-        if SwapManager.active(record) is not None:
-            SwapManager(self.settings, self.registry, launchers=self.launcher).tick(record, queue)
-            record = self.registry.get(record.id)
-            replicas = self.registry.replicas(record.id)
         self._scale(record, replicas, counts)
 
     def _scale(self, record: JobRecord, replicas: list[Replica], counts: QueueCounts) -> None:
@@ -247,8 +250,11 @@ class Controller:
             target = min(target, remaining)
             working = [r for r in replicas if r.pool == pool["key"] and r.state.live and r.state is not ReplicaState.DRAINING]
             # Launch only for chunks nobody holds: a burst worker that found nothing pending has
-            # exited on purpose, and chunks of a dead worker come back as pending when reaped.
-            for _ in range(min(target - len(working), counts.pending)):
+            # exited on purpose, and chunks of a dead worker come back as pending when reaped. A
+            # swap's pools (explicit target) launch for all chunks left: the old pool releases its
+            # chunks to the new one once that one has proved itself.
+            room = counts.pending if pool.get("target") is None else remaining
+            for _ in range(min(target - len(working), room)):
                 self._launch(record, pool)
             if pool.get("launcher") != "local" and len(working) > target:
                 for replica in sorted(working, key=lambda r: r.created_at, reverse=True)[: len(working) - target]:
