@@ -1,9 +1,11 @@
 """``orca server``: the control plane process, uvicorn serving the app plus the controller loop in a thread.
 
-    python -m orca.control.server_main [--host H] [--port P] [--no-controller]
+    python -m orca.control.server_main [--host H] [--port P] [--no-controller] [--rq-worker]
 
 Settings come from the environment (``ORCA_REDIS_URL`` must point at the Redis that holds
-the jobs; the embedded stack sets it). On SIGTERM uvicorn stops serving and the controller
+the jobs; the embedded stack sets it). Long steps run on RQ workers: the embedded stack starts
+one; a standalone server passes ``--rq-worker`` or runs ``python -m orca.control.embedded
+rq-worker`` elsewhere. On SIGTERM uvicorn stops serving and the controller
 thread finishes its tick; on SIGKILL nothing is lost, because every job lives in Redis and
 a new server re-adopts it.
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
+import sys
 import threading
 
 from orca.control.app import create_app
@@ -20,11 +24,15 @@ from orca.control.service import OrcaService
 from orca.settings import Settings, get_settings
 
 
-def serve(settings: Settings, host: str | None = None, port: int | None = None, controller: bool = True) -> None:
-    """Run the API (and the controller) until uvicorn is told to stop."""
+def serve(settings: Settings, host: str | None = None, port: int | None = None, controller: bool = True,
+          rq_worker: bool = False) -> None:
+    """Run the API (and the controller, and optionally an RQ worker child) until uvicorn is told to stop."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    child = None
+    if rq_worker:  # long steps need a worker; the embedded stack runs its own instead
+        child = subprocess.Popen([sys.executable, "-m", "orca.control.embedded", "rq-worker"])
     api_service = OrcaService.from_settings(settings)
     stop = threading.Event()
     thread = None
@@ -43,6 +51,12 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
         if ctl_service is not None:
             ctl_service.close()
         api_service.close()
+        if child is not None:
+            child.terminate()
+            try:
+                child.wait(timeout=settings.control.stack_stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                child.kill()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,8 +64,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=None)
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--no-controller", action="store_true", help="Serve the API only (another process runs the controller).")
+    parser.add_argument("--rq-worker", action="store_true",
+                        help="Also run an RQ worker child for the long steps (ingest, assembly, teardown).")
     args = parser.parse_args(argv)
-    serve(get_settings(), args.host, args.port, controller=not args.no_controller)
+    serve(get_settings(), args.host, args.port, controller=not args.no_controller, rq_worker=args.rq_worker)
 
 
 if __name__ == "__main__":
