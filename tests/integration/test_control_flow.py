@@ -132,3 +132,29 @@ def test_deadline_expiry_keeps_partial_results(env) -> None:
     assert done["expired_at"] >= done["deadline_at"] and "deadline" in done["message"]
     run_until(controller, client, job["id"], lambda j: svc.registry.get(j["id"]).settled)
     assert not any(r.state.live for r in svc.registry.replicas(job["id"]))
+
+
+def test_two_controllers_never_double_launch(env) -> None:
+    """Two controllers tick the same job concurrently; the per-job lock lets one act at a time."""
+    import threading
+
+    svc, client, first = env
+    second = Controller(OrcaService.from_settings(svc.settings, synchronous=True))
+    job = client.post("/api/jobs", files={"file": ("b.jsonl", batch(40, 0.2))}).json()
+    stop = threading.Event()
+    threads = [threading.Thread(target=c.run, args=(stop,)) for c in (first, second)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 30
+        while client.get(f"/api/jobs/{job['id']}").json()["status"] != "completed" and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        second.svc.close()
+    assert client.get(f"/api/jobs/{job['id']}").json()["status"] == "completed"
+    launched = [e for e in svc.registry.events(job["id"]) if e["kind"] == "replica_launched"]
+    assert len(launched) == len(svc.registry.replicas(job["id"])) == 2
+    assert len(lines(client, job["id"], "results")) == 40
