@@ -271,9 +271,16 @@ class SwapManager:
         if active is None:
             return None
         if record.status is not JobStatus.IN_PROGRESS:
-            closed = replace(active, state=SwapPhase.DONE if active.state is SwapPhase.DRAINING else SwapPhase.CANCELLED,
-                             finished_at=self._clock(), reason=f"job left in_progress ({record.status.value})")
-            self._save(record, closed)
+            # The job's teardown stops every replica; only the record is closed here.
+            if active.state is SwapPhase.DRAINING:
+                phase, pool_state = SwapPhase.DONE, SetPoolState(active.from_pool, "drained")
+            else:
+                phase, pool_state = SwapPhase.CANCELLED, SetPoolState(active.to_pool, "cancelled")
+            closed = replace(active, state=phase, finished_at=self._clock(),
+                             reason=f"job left in_progress ({record.status.value})")
+            self._save(record, closed, self._apply(record, [pool_state], queue=None, replicas=[]))
+            self.registry.add_event(record.id, f"swap_{phase.value}",
+                                    f"swap {active.from_pool} -> {active.to_pool}: {phase.value} ({closed.reason})")
             return closed
         return self._advance(record, active, queue)
 

@@ -268,3 +268,20 @@ def test_job_leaving_in_progress_closes_the_swap_without_acting(rig):
     swap = rig.manager.tick(rig.record)
     assert swap.state is SwapPhase.CANCELLED and "left in_progress" in swap.reason
     assert rig.launcher.calls == []
+    states = {p["key"]: p["state"] for p in rig.record.pools}
+    assert states == {"cpu-tp1-pp1-local": "active", "fast-tp1-pp1-local": "cancelled"}
+
+
+def test_job_finishing_mid_drain_marks_the_old_pool_drained(rig):
+    rig.manager.request(rig.record, _request())
+    lease = rig.queue.claim("new-1", "fast-tp1-pp1-local")[0]
+    rig.queue.complete(lease)
+    assert rig.manager.tick(rig.record).state is SwapPhase.DRAINING
+    calls = list(rig.launcher.calls)
+    rig.record.status = JobStatus.FINALIZING
+    swap = rig.manager.tick(rig.record)
+    assert swap.state is SwapPhase.DONE and "left in_progress" in swap.reason
+    assert rig.launcher.calls == calls  # the job's teardown stops replicas, not the swap
+    states = {p["key"]: p["state"] for p in rig.record.pools}
+    assert states == {"cpu-tp1-pp1-local": "drained", "fast-tp1-pp1-local": "active"}
+    assert [k for k, _ in rig.registry.events][-1] == "swap_done"
