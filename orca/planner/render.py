@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, replace
 
+from orca import durations
 from orca.errors import ConfigError
 from orca.planner.planning import plan
 from orca.planner.types import Constraints, JobStats, Plan
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-
 
 def parse_duration(text: str | float | int) -> float:
-    """Seconds in ``"2h"``, ``"1h30m"``, ``"90m"``, ``"3600"`` or a number."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    s = text.strip().lower().replace(" ", "")
-    if re.fullmatch(r"\d+(\.\d+)?", s):
-        return float(s)
-    parts = _PART.findall(s)
-    if not parts or "".join(n + u for n, u in parts) != s:
-        raise ConfigError("Invalid duration (use e.g. 2h, 90m, 1h30m, 3600)", value=text)
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+    """Seconds in a deadline (``orca.durations`` syntax); ConfigError when it is not one."""
+    try:
+        return durations.parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc), value=text) from None
 
 
 def plan_for_stats(
