@@ -187,12 +187,30 @@ def submit_cmd(
         return
     if not json_out:
         _err(f"orca: submitted {job.id} (deadline {deadline}); waiting (Ctrl-C stops waiting, not the job)")
-    _wait_and_report(client, job.id, output, json_out)
+    _wait_and_report(client, job.id, output, json_out, on_update=None if json_out else _announce_plan())
 
 
-def _wait_and_report(client: "Client", job_id: str, output: Path | None, json_out: bool) -> None:
+def _announce_plan() -> Callable[["Job"], None]:
+    """An ``on_update`` hook that prints the job's plan once the planner has chosen it."""
+    shown = False
+
+    def on_update(job: "Job") -> None:
+        nonlocal shown
+        if not shown and job.plan is not None:
+            from tqdm.auto import tqdm
+
+            from orca.cli_format import plan_text
+
+            shown = True
+            tqdm.write(f"orca: plan: {plan_text(job.plan)}", file=sys.stderr)
+
+    return on_update
+
+
+def _wait_and_report(client: "Client", job_id: str, output: Path | None, json_out: bool,
+                     on_update: Callable[["Job"], None] | None = None) -> None:
     try:
-        job = client.wait(job_id, progress=True)
+        job = client.wait(job_id, progress=True, on_update=on_update)
     except KeyboardInterrupt:
         _err(f"orca: stopped waiting; {job_id} keeps running (`orca status {job_id}`, `orca cancel {job_id}`)")
         raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -54,6 +54,13 @@ def jobs_table(jobs: Sequence[Job], now: float | None = None) -> str:
     return table(("ID", "STATUS", "MODEL", "REQUESTS", "ETA", "COST", "CREATED"), rows)
 
 
+def plan_text(pl: Any) -> str:
+    """One line for a job's plan: '2 x 1xL4 tp1/pp1 spot us-east-1, ETA 1h 10m, $3.20'."""
+    return (f"{pl.replicas} x {pl.gpus_per_replica}x{pl.gpu} tp{pl.tp}/pp{pl.pp} {pl.market}"
+            + (f" {pl.region}" if pl.region else "")
+            + f", ETA {format_duration(pl.expected_finish_s)}, ${pl.expected_cost_usd:,.2f}")
+
+
 def job_detail(job: Job, now: float | None = None) -> str:
     """The `orca status JOB` view: status, progress, ETA, deadline, cost, plan, pools, swaps."""
     now = time.time() if now is None else now
@@ -71,10 +78,7 @@ def job_detail(job: Job, now: float | None = None) -> str:
         ("cost", cost_text(job)),
     ]
     if job.plan is not None:
-        pl = job.plan
-        lines.append(("plan", f"{pl.replicas} x {pl.gpus_per_replica}x{pl.gpu} tp{pl.tp}/pp{pl.pp} {pl.market}"
-                              + (f" {pl.region}" if pl.region else "")
-                              + f", ETA {format_duration(pl.expected_finish_s)}, ${pl.expected_cost_usd:,.2f}"))
+        lines.append(("plan", plan_text(job.plan)))
     if job.message:
         lines.append(("message", job.message))
     if job.validation_error_count:

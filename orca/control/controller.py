@@ -203,7 +203,7 @@ class Controller:
             record = self.registry.get(record.id)
             replicas = self.registry.replicas(record.id)
         if counts.finished:
-            self._to(record, S.FINALIZING, f"{counts.done} chunks done, {counts.dead} dead")
+            self._to(record, S.FINALIZING, f"chunks: {counts.done} done, {counts.dead} dead")
             self._step("assemble", "assemble_job", record.id)
             return
         if now > record.deadline_at:

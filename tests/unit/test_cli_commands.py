@@ -78,8 +78,14 @@ class FakeClient:
         out.write(data)
         return data.count(b"\n")
 
-    def wait(self, job_id, progress=True, **kw):
+    def wait(self, job_id, progress=True, on_update=None, **kw):
         self.calls.append(("wait", job_id))
+        if on_update is not None:
+            on_update(make_job("validating"))
+            for _ in range(2):  # the plan is announced once, however many polls see it
+                on_update(make_job(plan=PlanOut(gpu="L4", gpus_per_replica=1, tp=1, pp=1, market="spot",
+                                                region="us-east-1", replicas=3, expected_finish_s=3000,
+                                                expected_cost_usd=1.5, risk=0.1, price_per_replica_hour=0.3)))
         return self.final
 
 
@@ -126,6 +132,7 @@ def test_submit_wait_reports_and_downloads(fake, valid_file, tmp_path):
     assert "batch_1 completed: 39/40 requests succeeded, 1 failed" in r.stdout
     assert f"results: {out}" in r.stdout and "orca errors batch_1" in r.stdout
     assert out.read_bytes() == fake.files["results"]
+    assert r.stderr.count("orca: plan: 3 x 1xL4 tp1/pp1 spot us-east-1, ETA 50m 00s, $1.50") == 1
 
 
 @pytest.mark.parametrize("status", ["failed", "expired", "cancelled"])
