@@ -80,6 +80,7 @@ class Catalog:
     models: dict[str, ModelShape]
     throughput: ThroughputModel
     calibration: tuple[dict, ...] = field(default=())
+    model_aliases: dict[str, str] = field(default_factory=dict)  # served name -> catalog model (e.g. the CPU engine's "smollm2")
 
 
 def catalog_from_dict(d: dict) -> Catalog:
@@ -118,6 +119,7 @@ def catalog_from_dict(d: dict) -> Catalog:
         models=models,
         throughput=ThroughputModel(**tm),
         calibration=tuple(d.get("calibration", ())),
+        model_aliases=dict(d.get("model_aliases", {})),
     )
 
 

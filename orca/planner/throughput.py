@@ -35,7 +35,8 @@ _SIZE_M = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*[mM](?![a-zA-Z])")
 
 
 def model_shape(model: str, catalog: Catalog) -> ModelShape | None:
-    """Shape of a model: the catalog's entry, else one derived from the size in its name; None if unknown."""
+    """Shape of a model: the catalog's entry (or its alias's), else one derived from the size in its name; None if unknown."""
+    model = catalog.model_aliases.get(model, model)
     if model in catalog.models:
         return catalog.models[model]
     lowered = {k.lower(): v for k, v in catalog.models.items()}

@@ -27,6 +27,8 @@ def test_model_size_from_table_and_name():
     assert model_params_b("acme/foo-13B-chat", c) == 13.0
     assert model_params_b("acme/tiny-360m", c) == pytest.approx(0.36)
     assert model_shape("acme/no-size-here", c) is None
+    # the CPU engine's served name (the README's input example) is an alias of the packaged model
+    assert model_shape("smollm2", c) == c.models["HuggingFaceTB/SmolLM2-135M-Instruct"]
 
 
 def test_70b_does_not_fit_on_one_l4():
