@@ -331,3 +331,13 @@ def test_plan_infeasible_is_one_line(monkeypatch, valid_file):
     r = runner.invoke(cli.app, ["plan", str(valid_file), "--deadline", "1s"])
     assert r.exit_code == 1
     assert r.stderr.startswith("orca: error: ") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_server_passes_its_options_to_the_control_plane(monkeypatch):
+    from orca.control import server_main
+
+    seen = []
+    monkeypatch.setattr(server_main, "main", lambda argv: seen.append(argv))
+    r = runner.invoke(cli.app, ["server", "--port", "9000", "--no-controller", "--rq-worker"])
+    assert r.exit_code == 0, r.output
+    assert seen == [["--port", "9000", "--no-controller", "--rq-worker"]]
