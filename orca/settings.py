@@ -138,6 +138,7 @@ class LauncherSettings(BaseModel):
     serverless_budget_s: float = Field(600.0, description="Time budget per serverless invocation (platform limits are 10-60 minutes).")
     launch_backoff_max_s: float = Field(600.0, description="Longest wait between capacity retries: spot capacity often returns within minutes, not hours.")
     down_backoff_s: float = Field(5.0, description="First backoff between teardown attempts (doubles): rides out an API server hiccup.")
+    sky_poll_every_s: float = Field(15.0, description="Least time between SkyPilot status queries of one replica: the controller ticks every few seconds, but each query is an API-server request (AUTO refresh also a cloud call); a preemption still shows well within one lease.")
     sky_status_refresh: str = Field("AUTO", description="sky.status refresh mode when polling (NONE|AUTO|FORCE): AUTO asks the cloud about spot clusters, which is how unmanaged spot preemptions show up.")
     sky_autodown_idle_minutes: int = Field(10, description="A cluster whose worker exited is torn down by SkyPilot itself after this idle time, even if orca's control plane is gone.")
     sky_disk_size_gb: int = Field(256, description="Worker disk: model weights of a 70B model plus the vLLM wheel cache fit.")

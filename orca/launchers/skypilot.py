@@ -126,6 +126,7 @@ class _Track:
     retry_at: float | None = None   # next launch attempt after a capacity error
     capacity_errors: int = 0
     job_id: int | None = None       # the worker's SkyPilot job on the cluster
+    next_query_at: float = 0.0      # status queries are rate-limited per replica (sky_poll_every_s)
 
 
 class SkyPilotLauncher(Launcher):
@@ -180,10 +181,12 @@ class SkyPilotLauncher(Launcher):
             if now >= track.retry_at:
                 return self._submit_launch(replica, track)
             return replica
-        if track.request_id is not None:
-            self._advance_launch(replica, track, now)
-        else:
-            self._follow_cluster(replica, track, now)
+        if now >= track.next_query_at:
+            track.next_query_at = now + self.settings.sky_poll_every_s
+            if track.request_id is not None:
+                self._advance_launch(replica, track, now)
+            else:
+                self._follow_cluster(replica, track, now)
         return costs.with_cost(replica, now)
 
     def drain(self, replica: Replica) -> Replica:

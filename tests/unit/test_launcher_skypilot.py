@@ -119,7 +119,7 @@ POOL = PoolSpec(key="H100-tp1-pp1-spot", launcher="skypilot", gpu="H100", market
 def rig():
     fake, clock, sleeps = FakeSky(), Clock(), []
     settings = LauncherSettings(launch_retries=2, launch_backoff_s=30, launch_backoff_max_s=45, down_retries=3,
-                                down_backoff_s=1)
+                                down_backoff_s=1, sky_poll_every_s=0)
     launcher = SkyPilotLauncher(settings, sky=fake, clock=clock, sleep=sleeps.append, environ={"HF_TOKEN": "hf_x"})
     return SimpleNamespace(fake=fake, clock=clock, sleeps=sleeps, launcher=launcher)
 
@@ -299,3 +299,18 @@ def test_cluster_names_follow_skypilot_rules(job, replica):
     assert name[0].isalpha() and len(name) <= MAX_CLUSTER_NAME and name == name.lower()
     assert name == cluster_name_for(job, replica)
     assert name != cluster_name_for(job, replica + "x")
+
+
+def test_status_queries_are_rate_limited_per_replica(rig):
+    rig.launcher.settings.sky_poll_every_s = 15
+    r = rig.launcher.launch(ENV, POOL, "w-1")
+    r = rig.launcher.poll(r)
+    assert r.state is ReplicaState.STARTING
+    statuses = lambda: sum(1 for c in rig.fake.calls if c[0] == "status")  # noqa: E731
+    rig.clock.t += 1
+    r = rig.launcher.poll(r)  # within the interval: no query, cost still accrues
+    assert statuses() == 0 and r.state is ReplicaState.STARTING and r.cost_usd > 0
+    rig.clock.t += 14
+    rig.fake.clusters[r.handle] = "STOPPED"  # preempted meanwhile
+    r = rig.launcher.poll(r)
+    assert statuses() == 1 and r.state is ReplicaState.PREEMPTED
