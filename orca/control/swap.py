@@ -279,8 +279,7 @@ class SwapManager:
             closed = replace(active, state=phase, finished_at=self._clock(),
                              reason=f"job left in_progress ({record.status.value})")
             self._save(record, closed, self._apply(record, [pool_state], queue=None, replicas=[]))
-            self.registry.add_event(record.id, f"swap_{phase.value}",
-                                    f"swap {active.from_pool} -> {active.to_pool}: {phase.value} ({closed.reason})")
+            self._event(record, closed)
             return closed
         return self._advance(record, active, queue)
 
@@ -320,10 +319,14 @@ class SwapManager:
             if nxt != swap or pools is not None:
                 self._save(record, nxt, pools)
             if nxt.state is not swap.state:
-                self.registry.add_event(record.id, f"swap_{nxt.state.value}",
-                                        f"swap {swap.from_pool} -> {swap.to_pool}: {nxt.state.value}"
-                                        + (f" ({nxt.reason})" if nxt.reason else ""))
+                self._event(record, nxt)
             return nxt
+
+    def _event(self, record: Any, swap: SwapState) -> None:
+        """The job event for a swap entering ``swap.state`` (``swap_draining``, ``swap_done``, ...)."""
+        self.registry.add_event(record.id, f"swap_{swap.state.value}",
+                                f"swap {swap.from_pool} -> {swap.to_pool}: {swap.state.value}"
+                                + (f" ({swap.reason})" if swap.reason else ""))
 
     def _apply(self, record: Any, actions: Iterable[Action], queue: Any, replicas: list[Replica]) -> list[dict] | None:
         """Perform ``actions``; returns the new pools list when a pool state changed."""
