@@ -26,6 +26,7 @@ from typing import IO, Any
 
 import httpx
 
+from orca.cli_format import progress_text
 from orca.control.schemas import Job, JobList, PlanList, SwapRequest
 from orca.durations import format_duration
 from orca.errors import ApiError, AuthError, ConfigError, InputValidationError, JobNotFoundError, JobStateError, OrcaError
@@ -383,12 +384,12 @@ class JobHandle:
 
     def __repr__(self) -> str:
         j = self.job
-        return f"<orca job {j.id} {j.status.value} {_progress_text(j)}>"
+        return f"<orca job {j.id} {j.status.value} {progress_text(j)}>"
 
     def _repr_html_(self) -> str:
         j = self.job
         cells = [
-            ("id", j.id), ("status", j.status.value), ("progress", _progress_text(j)),
+            ("id", j.id), ("status", j.status.value), ("progress", progress_text(j)),
             ("ETA", format_duration(j.eta_s) if not j.status.terminal else "-"),
             ("cost", f"${j.cost_usd:.2f}" + (f" (projected ${j.projected_cost_usd:.2f})"
                                             if j.projected_cost_usd is not None and not j.status.terminal else "")),
@@ -396,14 +397,6 @@ class JobHandle:
         head = "".join(f"<th>{html.escape(k)}</th>" for k, _ in cells)
         row = "".join(f"<td>{html.escape(str(v))}</td>" for _, v in cells)
         return f"<table><thead><tr>{head}</tr></thead><tbody><tr>{row}</tr></tbody></table>"
-
-
-def _progress_text(job: Job) -> str:
-    c = job.request_counts
-    if not c.total:
-        return "-"
-    text = f"{c.completed + c.failed}/{c.total}"
-    return text + (f" ({c.failed} failed)" if c.failed else "")
 
 
 def _row(record: JsonRecord) -> dict:
