@@ -5,7 +5,9 @@ where to send a request (:meth:`Engine.url_for`), whether the engine is up
 (:attr:`Engine.ready`) and whether it is gone for good (:attr:`Engine.failure`).
 :class:`ServerProcess` starts one server command, waits for its health URL,
 restarts it when it crashes (at most ``max_restarts`` times) and stops it
-(SIGTERM to its process group, SIGKILL after ``stop_timeout_s``).
+(SIGTERM to its process group, SIGKILL after ``stop_timeout_s``). A server started from the
+main thread or from the restart monitor is tethered (``orca.worker.engines.tether``): it gets
+SIGTERM if the worker dies without stopping it (kill -9), instead of running on orphaned.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import httpx
 
 from orca.errors import EngineError, EngineStartError
 from orca.settings import EngineSettings
+from orca.worker.engines.tether import tethered
 
 
 def free_port() -> int:
@@ -108,8 +111,12 @@ class ServerProcess:
         self._monitor.start()
 
     def _spawn_and_wait(self) -> None:
+        command = self.command
+        thread = threading.current_thread()
+        if thread is threading.main_thread() or thread is self._monitor:  # threads that live as long as the server should
+            command = tethered(command, os.getpid())
         with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                           env=self.env, start_new_session=True)
         deadline = time.monotonic() + self.settings.start_timeout_s
         with httpx.Client(timeout=self.settings.health_poll_s * 4) as client:
