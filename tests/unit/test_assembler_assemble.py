@@ -145,3 +145,54 @@ def test_missing_committed_object_and_unknown_chunk(job):
     committed = {m.chunk_id: commit(store, m) for m in manifests}
     with pytest.raises(AssemblyError, match="missing from the job's manifests"):
         assemble(store, JOB, {**committed, "chunk-999999": 1}, {})
+
+
+def test_random_layouts_merge_in_input_order_for_any_window():
+    """Random chunkings (any interleave), outcomes and window sizes give the same, input-ordered files."""
+    import random
+
+    from orca.models import ChunkManifest
+
+    rng = random.Random(11)
+    for case in range(12):
+        store = open_store("memory://")
+        n, k = rng.randrange(1, 200), rng.randrange(1, 12)
+        owner = [rng.randrange(k) for _ in range(n)]
+        manifests, committed, dead, expected_ok, expected_err = [], {}, {}, {}, {}
+        for c in range(k):
+            lines = [i + 1 for i in range(n) if owner[i] == c]
+            if not lines:
+                continue
+            cid = f"chunk-{c:06d}"
+            manifests.append(ChunkManifest.model_construct(job_id=JOB, chunk_id=cid, lines=lines, est_tokens=1))
+            store.put_bytes(L.chunk(cid), "".join(req(i - 1) + "\n" for i in lines).encode())
+            fate = rng.choice(["ok", "ok", "dead"])
+            if fate == "dead":
+                dead[cid] = "gone"
+                expected_err.update({i: None for i in lines})
+                continue
+            outs = []
+            for i in lines:
+                good = rng.random() < 0.8
+                outs.append(out_line(f"r{i - 1}") if good else out_line(f"r{i - 1}", status=500))
+                (expected_ok if good else expected_err)[i] = outs[-1].encode() + b"\n"
+            data = "\n".join(outs) + ("\n" if rng.random() < 0.5 else "")  # the last newline is optional
+            store.put_bytes(L.chunk_output(cid, 2), data.encode())
+            committed[cid] = 2
+        results = []
+        for window in (1, 3, 64, 4096):
+            r = assemble(store, JOB, committed, dead, manifests=manifests, window_lines=window)
+            results.append((store.get_bytes(L.output), store.get_bytes(L.errors), r))
+        assert all(x == results[0] for x in results), f"case {case}: window size changed the result"
+        out, err, r = results[0]
+        assert out == b"".join(expected_ok[i] for i in sorted(expected_ok))
+        assert [json.loads(x)["custom_id"] for x in err.splitlines()] == [f"r{i - 1}" for i in sorted(expected_err)]
+        assert (r.total, r.completed, r.failed) == (n, len(expected_ok), len(expected_err))
+
+
+def test_two_chunks_claiming_one_input_line_is_an_error(job):
+    store, manifests = job
+    committed = {m.chunk_id: commit(store, m) for m in manifests}
+    bad = [manifests[0], manifests[1].model_copy(update={"lines": sorted(set(manifests[1].lines) | {manifests[0].lines[-1]})})]
+    with pytest.raises(AssemblyError, match="same input line"):
+        assemble(store, JOB, committed, {}, manifests=bad + manifests[2:])
