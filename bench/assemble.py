@@ -3,7 +3,9 @@
 Prints one JSON object: ``assemble_mb_per_s`` (bytes of committed chunk outputs merged per
 second, default settings, fsync included), ``cat_mb_per_s`` (``cat`` of the same chunk output
 files to /dev/null, median of 3), their ratio, and ``peak_rss_mb`` of the assembly (run in a child
-process; RUSAGE_CHILDREN ru_maxrss).
+process; RUSAGE_CHILDREN ru_maxrss). For context it also reports the I/O floor of writing the
+result durably: ``copy_fsync_mb_per_s`` (the same chunk outputs copied into one new file on the
+same disk in 4 MB blocks, then fsync) and ``ratio_vs_copy_fsync``.
 
 The job is shaped like a real one: chunks come from orca's own splitter over requests in 20
 shared-prefix groups (so chunks interleave across the input), output lines are chat
@@ -14,6 +16,7 @@ completion responses of a few hundred bytes, 2% are error lines, and 5 chunks ar
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import resource
@@ -80,6 +83,20 @@ def build(store, n_lines: int, n_chunks: int) -> tuple[dict, dict, int]:
     return committed, dead, out_bytes
 
 
+def copy_fsync_seconds(sources: list[str], dst: str) -> float:
+    """Seconds to copy ``sources`` into ``dst`` in 4 MB blocks and fsync it (the durable-write floor)."""
+    t0 = time.perf_counter()
+    with open(dst, "wb", buffering=0) as fout:
+        for src in sources:
+            with open(src, "rb", buffering=0) as fin:
+                while block := fin.read(4 << 20):
+                    fout.write(block)
+        os.fsync(fout.fileno())
+    seconds = time.perf_counter() - t0
+    os.unlink(dst)
+    return seconds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--lines", type=int, default=1_000_000)
@@ -98,6 +115,7 @@ def main() -> None:
             t0 = time.perf_counter()
             subprocess.run(f"cat {outputs}/*/gen-*.jsonl > /dev/null", shell=True, check=True)
             cats.append(time.perf_counter() - t0)
+        copy_s = copy_fsync_seconds(sorted(glob.glob(f"{outputs}/*/gen-*.jsonl")), os.path.join(tmp, "copy.jsonl"))
         child = subprocess.run([sys.executable, "-c", CHILD, "file://" + store_dir, json.dumps(committed), json.dumps(dead)],
                                capture_output=True, text=True)
         if child.returncode != 0:
@@ -105,12 +123,13 @@ def main() -> None:
         res = json.loads(child.stdout)
         rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         mb = out_bytes / 1e6
-        rate, cat_rate = mb / res["seconds"], mb / statistics.median(cats)
+        rate, cat_rate, copy_rate = mb / res["seconds"], mb / statistics.median(cats), mb / copy_s
         print(json.dumps({
             "lines": res["total"], "chunks": len(committed) + len(dead), "output_mb": round(mb, 1),
             "completed": res["completed"], "failed": res["failed"],
             "assemble_mb_per_s": round(rate, 1), "cat_mb_per_s": round(cat_rate, 1),
             "ratio": round(rate / cat_rate, 4), "peak_rss_mb": round(rss_mb, 1),
+            "copy_fsync_mb_per_s": round(copy_rate, 1), "ratio_vs_copy_fsync": round(rate / copy_rate, 3),
         }))
 
 

@@ -4,6 +4,9 @@ Prints one JSON object: ``validate_split_mb_per_s`` (ingest of the input already
 store: pass 1 validation, splitting, writing chunk data objects and manifests, default settings,
 fsync included), ``cat_mb_per_s`` (``cat FILE > /dev/null`` of the same file, median of 3), their
 ratio, and ``peak_rss_mb`` of the ingest (run in a child process; RUSAGE_CHILDREN ru_maxrss).
+For context it also reports the I/O floor of any ingest that stores durable chunk copies:
+``copy_fsync_mb_per_s`` (copying the same file in 4 MB blocks to a new file on the same disk,
+then fsync) and ``ratio_vs_copy_fsync``.
 
 The input is realistic chat traffic: 20 shared system prompts (~600 chars), user prompts of
 200-3,000 chars, a mix of max_tokens, written with ``json.dumps`` defaults (ASCII with \\u
@@ -49,6 +52,18 @@ def generate(path: str, mb: int, seed: int = 1) -> int:
     return n
 
 
+def copy_fsync_seconds(src: str, dst: str) -> float:
+    """Seconds to copy ``src`` to ``dst`` in 4 MB blocks and fsync it (the durable-write floor)."""
+    t0 = time.perf_counter()
+    with open(src, "rb", buffering=0) as fin, open(dst, "wb", buffering=0) as fout:
+        while block := fin.read(4 << 20):
+            fout.write(block)
+        os.fsync(fout.fileno())
+    seconds = time.perf_counter() - t0
+    os.unlink(dst)
+    return seconds
+
+
 CHILD = """
 import json, sys, time
 from orca.ingest import ingest
@@ -81,17 +96,19 @@ def main() -> None:
             t0 = time.perf_counter()
             subprocess.run(f"cat '{stored}' > /dev/null", shell=True, check=True)
             cats.append(time.perf_counter() - t0)
+        copy_s = copy_fsync_seconds(stored, os.path.join(tmp, "copy.jsonl"))
         child = subprocess.run([sys.executable, "-c", CHILD, store.url], capture_output=True, text=True)
         if child.returncode != 0:
             sys.exit(child.stderr)
         res = json.loads(child.stdout)
         rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         mb = size / 1e6
-        ingest_rate, cat_rate = mb / res["seconds"], mb / statistics.median(cats)
+        ingest_rate, cat_rate, copy_rate = mb / res["seconds"], mb / statistics.median(cats), mb / copy_s
         print(json.dumps({
             "input_mb": round(mb, 1), "requests": n, "chunks": res["chunks"], "ok": res["ok"],
             "validate_split_mb_per_s": round(ingest_rate, 1), "cat_mb_per_s": round(cat_rate, 1),
             "ratio": round(ingest_rate / cat_rate, 4), "peak_rss_mb": round(rss_mb, 1),
+            "copy_fsync_mb_per_s": round(copy_rate, 1), "ratio_vs_copy_fsync": round(ingest_rate / copy_rate, 3),
         }))
 
 
