@@ -45,12 +45,22 @@ _encoder = msgspec.json.Encoder()
 
 
 class ChunkSource(ABC):
-    """The result lines of one chunk, in input order (``lines``: its input line numbers, ascending)."""
+    """The result lines of one chunk, in input order (``lines``: its input line numbers, ascending;
+    ``in_f``: the chunk data object, one request per line)."""
 
-    def __init__(self, chunk_id: str, lines: np.ndarray) -> None:
+    def __init__(self, chunk_id: str, lines: np.ndarray, in_f: BinaryIO) -> None:
         self.chunk_id = chunk_id
         self.lines = lines
+        self.in_f = in_f
         self.taken = 0  # lines handed out so far
+
+    def _requests(self, k: int) -> list[bytes]:
+        """The next ``k`` lines of the chunk data object."""
+        requests = list(islice(self.in_f, k))
+        if len(requests) < k:
+            raise AssemblyError("chunk data object has fewer lines than its manifest", chunk=self.chunk_id,
+                                expected=len(self.lines), got=self.taken + len(requests))
+        return requests
 
     @abstractmethod
     def take(self, k: int) -> tuple[list[bytes], list[bool]]:
@@ -64,19 +74,16 @@ class CommittedSource(ChunkSource):
     """A committed chunk: the worker's output lines, checked against the chunk's input."""
 
     def __init__(self, chunk_id: str, lines: np.ndarray, out_f: BinaryIO, in_f: BinaryIO, out_key: str) -> None:
-        super().__init__(chunk_id, lines)
-        self.out_f, self.in_f, self.out_key = out_f, in_f, out_key
+        super().__init__(chunk_id, lines, in_f)
+        self.out_f, self.out_key = out_f, out_key
 
     def _error(self, message: str, **context) -> AssemblyError:
         return AssemblyError(message, chunk=self.chunk_id, key=self.out_key, **context)
 
     def take(self, k: int) -> tuple[list[bytes], list[bool]]:
+        requests = self._requests(k)
         outs = list(islice(self.out_f, k))
-        requests = list(islice(self.in_f, k))
         first = self.taken
-        if len(requests) < k:
-            raise AssemblyError("chunk data object has fewer lines than its manifest", chunk=self.chunk_id,
-                                expected=len(self.lines), got=first + len(requests))
         if len(outs) < k:
             raise self._error("chunk output has fewer lines than the chunk", expected=len(self.lines), got=first + len(outs))
         decode = _out_decoder.decode
@@ -114,17 +121,13 @@ class ErrorSource(ChunkSource):
     """A chunk with no output: one error line with ``code`` and ``message`` per request."""
 
     def __init__(self, job_id: str, chunk_id: str, lines: np.ndarray, in_f: BinaryIO, code: str, message: str) -> None:
-        super().__init__(chunk_id, lines)
-        self.job_id, self.in_f = job_id, in_f
+        super().__init__(chunk_id, lines, in_f)
+        self.job_id = job_id
         self.error = {"code": code, "message": message}
 
     def take(self, k: int) -> tuple[list[bytes], list[bool]]:
-        requests = list(islice(self.in_f, k))
-        if len(requests) < k:
-            raise AssemblyError("chunk data object has fewer lines than its manifest", chunk=self.chunk_id,
-                                expected=len(self.lines), got=self.taken + len(requests))
         out = []
-        for index, request in enumerate(requests, self.taken):
+        for index, request in enumerate(self._requests(k), self.taken):
             record = {"id": output_id(self.job_id, self.chunk_id, index), "custom_id": _in_decoder.decode(request).custom_id,
                       "response": None, "error": self.error}
             out.append(_encoder.encode(record) + b"\n")
