@@ -4,9 +4,15 @@ Prints one JSON object: ``validate_split_mb_per_s`` (ingest of the input already
 store: pass 1 validation, splitting, writing chunk data objects and manifests, default settings,
 fsync included), ``cat_mb_per_s`` (``cat FILE > /dev/null`` of the same file, median of 3), their
 ratio, and ``peak_rss_mb`` of the ingest (run in a child process; RUSAGE_CHILDREN ru_maxrss).
-For context it also reports the I/O floor of any ingest that stores durable chunk copies:
-``copy_fsync_mb_per_s`` (copying the same file in 4 MB blocks to a new file on the same disk,
-then fsync) and ``ratio_vs_copy_fsync``.
+For context it also reports, measured in the same run, what bounds any ingest on this machine:
+
+- ``copy_fsync_mb_per_s`` and ``ratio_vs_copy_fsync``: copying the same file in 4 MB blocks to
+  a new file on the same disk, then fsync (the floor of an ingest that stores durable chunk copies);
+- ``copy_mb_per_s`` and ``copy_ratio_vs_cat``: the same copy without fsync, into the page cache
+  (median of 3), the ceiling of any ingest that writes the input's bytes again;
+- ``json_validate_mb_per_s`` and ``json_validate_ratio_vs_cat``: reading the file in 4 MB
+  blocks and checking each line is JSON with msgspec (``msgspec.Raw``: syntax only, no fields),
+  the ceiling of a validator that parses each line from Python.
 
 The input is realistic chat traffic: 20 shared system prompts (~600 chars), user prompts of
 200-3,000 chars, a mix of max_tokens, written with ``json.dumps`` defaults (ASCII with \\u
@@ -52,16 +58,36 @@ def generate(path: str, mb: int, seed: int = 1) -> int:
     return n
 
 
-def copy_fsync_seconds(src: str, dst: str) -> float:
-    """Seconds to copy ``src`` to ``dst`` in 4 MB blocks and fsync it (the durable-write floor)."""
+def copy_seconds(src: str, dst: str, fsync: bool) -> float:
+    """Seconds to copy ``src`` to ``dst`` in 4 MB blocks (then fsync it, if asked)."""
     t0 = time.perf_counter()
     with open(src, "rb", buffering=0) as fin, open(dst, "wb", buffering=0) as fout:
         while block := fin.read(4 << 20):
             fout.write(block)
-        os.fsync(fout.fileno())
+        if fsync:
+            os.fsync(fout.fileno())
     seconds = time.perf_counter() - t0
     os.unlink(dst)
     return seconds
+
+
+def json_validate_seconds(path: str) -> float:
+    """Seconds to read ``path`` in 4 MB blocks of whole lines and check each line is JSON (msgspec, syntax only)."""
+    import msgspec
+
+    check = msgspec.json.Decoder(msgspec.Raw).decode
+    t0 = time.perf_counter()
+    rest = b""
+    with open(path, "rb", buffering=0) as f:
+        while block := f.read(4 << 20):
+            data = rest + block
+            cut = data.rfind(b"\n") + 1
+            rest = data[cut:]
+            for line in data[:cut].split(b"\n")[:-1]:
+                check(line)
+        if rest:
+            check(rest)
+    return time.perf_counter() - t0
 
 
 CHILD = """
@@ -96,19 +122,24 @@ def main() -> None:
             t0 = time.perf_counter()
             subprocess.run(f"cat '{stored}' > /dev/null", shell=True, check=True)
             cats.append(time.perf_counter() - t0)
-        copy_s = copy_fsync_seconds(stored, os.path.join(tmp, "copy.jsonl"))
+        copy_fsync_s = copy_seconds(stored, os.path.join(tmp, "copy.jsonl"), fsync=True)
+        copy_s = statistics.median(copy_seconds(stored, os.path.join(tmp, "copy.jsonl"), fsync=False) for _ in range(3))
+        json_s = json_validate_seconds(stored)
         child = subprocess.run([sys.executable, "-c", CHILD, store.url], capture_output=True, text=True)
         if child.returncode != 0:
             sys.exit(child.stderr)
         res = json.loads(child.stdout)
         rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         mb = size / 1e6
-        ingest_rate, cat_rate, copy_rate = mb / res["seconds"], mb / statistics.median(cats), mb / copy_s
+        ingest_rate, cat_rate = mb / res["seconds"], mb / statistics.median(cats)
+        copy_fsync_rate, copy_rate, json_rate = mb / copy_fsync_s, mb / copy_s, mb / json_s
         print(json.dumps({
             "input_mb": round(mb, 1), "requests": n, "chunks": res["chunks"], "ok": res["ok"],
             "validate_split_mb_per_s": round(ingest_rate, 1), "cat_mb_per_s": round(cat_rate, 1),
             "ratio": round(ingest_rate / cat_rate, 4), "peak_rss_mb": round(rss_mb, 1),
-            "copy_fsync_mb_per_s": round(copy_rate, 1), "ratio_vs_copy_fsync": round(ingest_rate / copy_rate, 3),
+            "copy_fsync_mb_per_s": round(copy_fsync_rate, 1), "ratio_vs_copy_fsync": round(ingest_rate / copy_fsync_rate, 3),
+            "copy_mb_per_s": round(copy_rate, 1), "copy_ratio_vs_cat": round(copy_rate / cat_rate, 4),
+            "json_validate_mb_per_s": round(json_rate, 1), "json_validate_ratio_vs_cat": round(json_rate / cat_rate, 4),
         }))
 
 
