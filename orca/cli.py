@@ -6,7 +6,7 @@ runs locally, without a server: it validates the file with ``orca.ingest`` and c
 planner's pure functions, importing nothing heavy (no FastAPI, uvicorn, boto3, redis).
 
 Output: human text on stdout, notices and progress on stderr; ``--json`` prints one JSON
-object on stdout instead. Exit codes: 0 ok; 1 an orca error (one line on stderr; validation
+object on stdout instead (for an orca error, ``{"error": {...}}``). Exit codes: 0 ok; 1 an orca error (one line on stderr; validation
 errors listed by line) or a waited-for job that did not complete; 2 bad usage; 130 interrupted.
 """
 
@@ -52,15 +52,26 @@ def _print_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
 
 
-def _fail(exc: OrcaError) -> None:
-    """One line on stderr (plus the validation errors by line, if any); exit 1."""
+def _fail(exc: OrcaError, json_out: bool = False) -> None:
+    """One line on stderr (plus the validation errors by line, if any); with --json also the error as JSON on stdout; exit 1."""
     from orca.cli_format import issue_lines
 
-    _err(f"orca: error: {exc.message if isinstance(exc, InputValidationError) and exc.errors else exc}")
-    if isinstance(exc, InputValidationError) and exc.errors:
+    listed = isinstance(exc, InputValidationError) and bool(exc.errors)
+    _err(f"orca: error: {exc.message if listed else exc}")
+    if listed:
         for line in issue_lines(exc.errors, total=exc.context.get("error_count")):
             _err(line)
+    if json_out:
+        _print_json({"error": _error_dict(exc)})
     raise typer.Exit(EXIT_FAILED)
+
+
+def _error_dict(exc: OrcaError) -> dict[str, Any]:
+    """An OrcaError for ``--json``: its class, message and context; validation problems by line."""
+    body: dict[str, Any] = {"type": type(exc).__name__, "message": exc.message, **exc.context}
+    if isinstance(exc, InputValidationError):
+        body["errors"] = [e.model_dump() for e in exc.errors]
+    return body
 
 
 def _command(*names: str, **kwargs: Any) -> Callable[[Callable], Callable]:
@@ -71,7 +82,7 @@ def _command(*names: str, **kwargs: Any) -> Callable[[Callable], Callable]:
             try:
                 return fn(*args, **kw)
             except OrcaError as exc:
-                _fail(exc)
+                _fail(exc, json_out=bool(kw.get("json_out")))
             except KeyboardInterrupt:
                 _err("orca: interrupted")
                 raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -171,6 +171,35 @@ def test_submit_invalid_file_lists_lines_and_submits_nothing(fake, tmp_path, mon
     assert fake.calls == []
 
 
+def test_submit_invalid_file_with_json_prints_the_errors_as_json(fake, tmp_path, monkeypatch):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("x\n")
+
+    def invalid(p, model, allow=False):
+        raise InputValidationError("bad.jsonl is not a valid batch file (2 error(s))", error_count=2, errors=[
+            ValidationIssue(code="invalid_json_line", line=1, message="line is not valid JSON"),
+            ValidationIssue(code="duplicate_custom_id", line=3, message="custom_id 'a' duplicates line 2", param="custom_id"),
+        ])
+
+    monkeypatch.setattr(cli, "local_stats", invalid)
+    r = runner.invoke(cli.app, ["submit", str(path), "--deadline", "1h", "--json"])
+    assert r.exit_code == 1
+    body = json.loads(r.stdout)
+    assert body == {"error": {"type": "InputValidationError", "message": "bad.jsonl is not a valid batch file (2 error(s))",
+                              "error_count": 2, "errors": [
+                                  {"code": "invalid_json_line", "line": 1, "message": "line is not valid JSON", "param": None},
+                                  {"code": "duplicate_custom_id", "line": 3, "message": "custom_id 'a' duplicates line 2",
+                                   "param": "custom_id"}]}}
+    assert r.stderr.startswith("orca: error: bad.jsonl is not a valid batch file")
+    assert fake.calls == []
+
+
+def test_unknown_job_with_json_is_a_json_error(fake):
+    r = runner.invoke(cli.app, ["status", "batch_nope", "--json"])
+    assert r.exit_code == 1
+    assert json.loads(r.stdout) == {"error": {"type": "JobNotFoundError", "message": "No such job.", "job_id": "batch_nope"}}
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--deadline", "soon"], "not a duration"),
     (["--metadata", "novalue"], "KEY=VALUE"),
