@@ -53,13 +53,13 @@ class IngestSettings(BaseModel):
     max_line_mb: int = Field(64, description="Largest single request line; a 50 MB request must still get a clear answer, not an OOM.")
     max_requests: int = Field(50_000_000, description="Most requests in one job (too_large).")
     max_errors_reported: int = Field(100, description="Validation errors returned per file; the rest are counted, not listed.")
-    target_chunk_s: float = Field(120.0, description="Target GPU time per chunk: a lost chunk costs at most about two minutes of work.")
+    target_chunk_s: float = Field(120.0, description="Target work per chunk on the planned replica (GPU or local CPU): a lost chunk costs at most about two minutes of work.")
     min_chunk_requests: int = Field(16, description="Smallest chunk: fewer requests cannot keep an engine's batch full.")
     max_chunk_requests: int = Field(2_000, description="Largest chunk: bounds the work redone after a preemption.")
     default_max_tokens: int = Field(256, description="Output tokens assumed for requests that do not set max_tokens, for chunk balancing and planning.")
     chars_per_token: float = Field(4.0, description="Prompt characters per token for estimates (English average for BPE tokenizers).")
     prefix_chars: int = Field(512, description="Leading prompt characters that define a shared-prefix group for chunk packing.")
-    reference_tokens_per_s: float = Field(5000.0, description="Prompt plus output tokens per second of one replica assumed when sizing chunks (the planner has not picked a GPU yet): a mid-size GPU serving an 8B model.")
+    reference_tokens_per_s: float = Field(5000.0, description="Prompt plus output tokens per second of one replica assumed when sizing chunks if the planner has no feasible plan for the job: a mid-size GPU serving an 8B model.")
     balance_slack: float = Field(0.1, description="How far (fraction of the target) a chunk cut may move to keep a shared-prefix group whole.")
 
 

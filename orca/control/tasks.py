@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from contextlib import contextmanager
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from orca.control import lifecycle
 from orca.errors import InputValidationError, JobStateError, OrcaError, PlanInfeasibleError
@@ -66,12 +66,8 @@ def plan_dict(plan, replicas: int | None = None) -> dict:
     }
 
 
-def choose_plan(stats, deadline_s: float, record: JobRecord, settings: Settings, n_chunks: int) -> tuple[dict, list[dict]]:
-    """(the cheapest plan that meets the deadline, the cheapest plan of each market the runtime policy may use).
-
-    The local launcher plans over the local market only and runs min(chunks, local_max_workers)
-    replicas: local workers cost nothing, so the fastest finish is also the cheapest.
-    """
+def candidate_plans(stats, deadline_s: float, record: JobRecord, settings: Settings) -> list:
+    """The planner's plans for this job's launcher and constraints, cheapest first (PlanInfeasibleError if none)."""
     from orca.planner.catalog import load_catalog
     from orca.planner.planning import plan as make_plans
     from orca.planner.types import Constraints
@@ -87,7 +83,30 @@ def choose_plan(stats, deadline_s: float, record: JobRecord, settings: Settings,
     plans = make_plans(stats, deadline_s, constraints, load_catalog(), settings)
     if not plans:
         raise PlanInfeasibleError()
+    return plans
+
+
+def planned_replica_rate(record: JobRecord, settings: Settings) -> Callable[[object], float | None]:
+    """For ingest: the output tokens/s of the best plan's replica for the validated job, so chunks
+    hold about ``target_chunk_s`` of its work; None (the reference rate) when nothing is feasible."""
+    def rate(stats) -> float | None:
+        try:
+            plans = candidate_plans(stats, max(1.0, record.deadline_at - time.time()), record, settings)
+        except PlanInfeasibleError:
+            return None  # the planning step says why
+        return plans[0].replica_tokens_per_s
+    return rate
+
+
+def choose_plan(stats, deadline_s: float, record: JobRecord, settings: Settings, n_chunks: int) -> tuple[dict, list[dict]]:
+    """(the cheapest plan that meets the deadline, the cheapest plan of each market the runtime policy may use).
+
+    The local launcher plans over the local market only and runs min(chunks, local_max_workers)
+    replicas: local workers cost nothing, so the fastest finish is also the cheapest.
+    """
+    plans = candidate_plans(stats, deadline_s, record, settings)
     best = plans[0]
+    launcher = record.launcher or settings.control.default_launcher
     if launcher == "local":
         return plan_dict(best, max(1, min(n_chunks, settings.launcher.local_max_workers))), []
     per_market: dict[str, dict] = {}
@@ -116,7 +135,8 @@ def _ingest_and_plan(svc, job_id: str) -> None:
 
         try:
             result = ingest(svc.store, job_id, model=record.model, settings=settings.ingest,
-                            allow_multiple_models=bool(record.spec.get("allow_multiple_models")))
+                            allow_multiple_models=bool(record.spec.get("allow_multiple_models")),
+                            replica_rate=planned_replica_rate(record, settings))
         except InputValidationError as exc:
             issues = [ValidationIssue.model_validate(e if isinstance(e, dict) else e.model_dump()) for e in exc.errors]
             shown = issues[: settings.ingest.max_errors_reported]

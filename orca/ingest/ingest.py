@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -79,9 +79,17 @@ def validate(path: str, settings: IngestSettings | None = None, allow_multiple_m
     return _result(scan_file(path, settings or IngestSettings(), model, allow_multiple_models, endpoint))
 
 
-def chunk_budget(settings: IngestSettings) -> int:
-    """Tokens one chunk should hold: ``target_chunk_s`` of work at the reference throughput."""
-    return max(1, int(settings.target_chunk_s * settings.reference_tokens_per_s))
+def chunk_budget(settings: IngestSettings, stats: JobStats | None = None, replica_tokens_per_s: float | None = None) -> int:
+    """Tokens (prompt plus output estimates) one chunk should hold: about ``target_chunk_s`` of one replica's work.
+
+    With the output tokens/s of the replica expected to run the job (the planner's estimate),
+    a chunk holds ``target_chunk_s`` of those output tokens, scaled to prompt plus output tokens
+    by the job's own ratio. Without it, ``reference_tokens_per_s`` (prompt plus output) is assumed.
+    """
+    if stats is None or not replica_tokens_per_s or replica_tokens_per_s <= 0:
+        return max(1, int(settings.target_chunk_s * settings.reference_tokens_per_s))
+    per_output_token = (stats.prompt_tokens + stats.max_output_tokens) / max(1, stats.max_output_tokens)
+    return max(1, int(settings.target_chunk_s * replica_tokens_per_s * per_output_token))
 
 
 def chunk_id(index: int) -> str:
@@ -90,12 +98,14 @@ def chunk_id(index: int) -> str:
 
 def ingest(store: ObjectStore, job_id: str, source: str | None = None, settings: IngestSettings | None = None,
            allow_multiple_models: bool = False, model: str | None = None, endpoint: str | None = None,
-           raise_on_invalid: bool = True) -> IngestResult:
+           raise_on_invalid: bool = True, replica_rate: Callable[[JobStats], float | None] | None = None) -> IngestResult:
     """Validate and split a job's input.
 
     ``source``: a local file path or another store key to copy into ``JobLayout.input``
     first; None means the input is already there. ``model`` overrides the requests' model
     (then requests need not name one); ``endpoint`` pins the url every line must use.
+    ``replica_rate``: given the validated job's stats, the output tokens/s of the replica
+    expected to run it (or None), which sizes the chunks (``chunk_budget``).
     An invalid file writes ``JobLayout.validation_errors`` and raises InputValidationError
     (``errors``: the reported issues, ``error_count`` in its context, ``result`` attribute),
     or with ``raise_on_invalid=False`` returns the result with ``ok=False``.
@@ -106,14 +116,14 @@ def ingest(store: ObjectStore, job_id: str, source: str | None = None, settings:
         scan = scan_file(source, settings, model, allow_multiple_models, endpoint)
         store.put_file(layout.input, source)
         local = source
-        result = _finish(store, layout, scan, local, settings)
+        result = _finish(store, layout, scan, local, settings, replica_rate)
     else:
         if source is not None and source != layout.input:
             with store.open_read(source) as src, store.open_write(layout.input) as dst:
                 _copy(src, dst)
         with _local_copy(store, layout.input) as local:
             scan = scan_file(local, settings, model, allow_multiple_models, endpoint)
-            result = _finish(store, layout, scan, local, settings)
+            result = _finish(store, layout, scan, local, settings, replica_rate)
     if not result.ok and raise_on_invalid:
         exc = InputValidationError(f"{result.error_count} validation error(s)", errors=result.errors,
                                    error_count=result.error_count)
@@ -122,7 +132,8 @@ def ingest(store: ObjectStore, job_id: str, source: str | None = None, settings:
     return result
 
 
-def _finish(store: ObjectStore, layout: JobLayout, scan: ScanResult, local: str, settings: IngestSettings) -> IngestResult:
+def _finish(store: ObjectStore, layout: JobLayout, scan: ScanResult, local: str, settings: IngestSettings,
+            replica_rate: Callable[[JobStats], float | None] | None) -> IngestResult:
     result = _result(scan)
     if not scan.ok:
         store.put_bytes(layout.validation_errors, msgspec.json.encode(
@@ -130,7 +141,8 @@ def _finish(store: ObjectStore, layout: JobLayout, scan: ScanResult, local: str,
         return result
     store.delete(layout.validation_errors)
     tokens = scan.prompt_tokens.astype(np.int64) + scan.output_tokens
-    chunks = split_chunks(tokens, scan.prefixes, chunk_budget(settings), settings.min_chunk_requests,
+    rate = replica_rate(result.stats) if replica_rate is not None else None
+    chunks = split_chunks(tokens, scan.prefixes, chunk_budget(settings, result.stats, rate), settings.min_chunk_requests,
                           settings.max_chunk_requests, settings.balance_slack)
     starts = np.concatenate(([0], scan.ends[:-1]))
     encoder = msgspec.json.Encoder()

@@ -158,3 +158,29 @@ def test_two_controllers_never_double_launch(env) -> None:
     launched = [e for e in svc.registry.events(job["id"]) if e["kind"] == "replica_launched"]
     assert len(launched) == len(svc.registry.replicas(job["id"])) == 2
     assert len(lines(client, job["id"], "results")) == 40
+
+
+def test_chunks_are_sized_for_the_planned_local_replica(redis_url: str, tmp_path) -> None:
+    """With default chunk limits, a job the reference GPU rate would put in one chunk is split
+    into chunks of about ``target_chunk_s`` of the planned CPU replica's work, so both local
+    workers get chunks."""
+    settings = Settings(home=tmp_path, redis_url=redis_url, store_url=(tmp_path / "store").as_uri(),
+                        ingest=IngestSettings(min_chunk_requests=1),
+                        launcher=LauncherSettings(local_engine="fake", local_max_workers=2))
+    svc = OrcaService.from_settings(settings, synchronous=True)
+    try:
+        client = TestClient(create_app(svc))
+        client.headers["authorization"] = f"Bearer {svc.registry.create_token('alice')}"
+        body = b"".join(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+                                    "body": {"model": MODEL, "max_tokens": 100,
+                                             "messages": [{"role": "user", "content": f"q{i}"}]}}).encode() + b"\n"
+                        for i in range(200))
+        job = client.post("/api/jobs", files={"file": ("b.jsonl", body)}, data={"deadline": "24h"}).json()
+        assert job["status"] == "in_progress", job
+        rate = svc.registry.get(job["id"]).plan["replica_tokens_per_s"]
+        assert job["plan"]["market"] == "local" and rate < 200  # the planner's CPU estimate for SmolLM2
+        per_chunk_s = 200 * 100 / rate / job["progress"]["chunks_total"]
+        assert job["progress"]["chunks_total"] > 1 and job["plan"]["replicas"] == 2
+        assert 0.5 * settings.ingest.target_chunk_s <= per_chunk_s <= settings.ingest.target_chunk_s * 1.1
+    finally:
+        svc.close()

@@ -70,6 +70,37 @@ def test_input_already_in_store_and_rerun_is_identical():
     assert first.chunk_ids == second.chunk_ids and first.max_output_tokens == 1000
 
 
+def test_chunk_budget_follows_the_planned_replica_rate():
+    from orca.ingest import chunk_budget
+    from orca.planner.types import JobStats
+
+    settings = IngestSettings(target_chunk_s=100.0, reference_tokens_per_s=5000)
+    stats = JobStats(n_requests=10, prompt_tokens=3000, max_output_tokens=1000, model="m", endpoint="/v1/completions")
+    assert chunk_budget(settings) == chunk_budget(settings, stats, None) == 500_000
+    # 100 s of a replica making 40 output tokens/s: 4,000 output tokens, i.e. 16,000 prompt + output tokens here.
+    assert chunk_budget(settings, stats, 40.0) == 16_000
+    assert chunk_budget(settings, stats, 0.0) == 500_000
+
+
+def test_a_slower_planned_replica_gets_more_smaller_chunks():
+    store = open_store("memory://")
+    body = ("\n".join(req(f"r{i}", content="q" * 400, max_tokens=100) for i in range(400)) + "\n").encode()
+    store.put_bytes(L.input, body)
+    settings = IngestSettings(target_chunk_s=60.0, min_chunk_requests=1)
+    asked = []
+
+    def rate(stats):
+        asked.append(stats)
+        return 50.0  # output tokens/s: 3,000 output tokens (30 requests) per chunk
+
+    reference = ingest(store, "job1", settings=settings)
+    sized = ingest(store, "job1", settings=settings, replica_rate=rate)
+    assert len(reference.manifests) == 1
+    assert [(s.n_requests, s.max_output_tokens) for s in asked] == [(400, 40_000)]
+    assert 13 <= len(sized.manifests) <= 14
+    assert sorted(n for m in sized.manifests for n in m.lines) == list(range(1, 401))
+
+
 def test_estimates_follow_settings(tmp_path):
     src = write(tmp_path, [req("a", content="y" * 4000), req("b", content="y" * 4000, max_tokens=10)])
     r = validate(str(src), IngestSettings(default_max_tokens=100, chars_per_token=4.0))
