@@ -18,7 +18,7 @@ class QueueSettings(BaseModel):
     lease_s: float = Field(60.0, description="Lease length: long enough for several missed heartbeats, short enough that a dead worker's chunk returns within a minute.")
     renew_every_s: float = Field(10.0, description="Heartbeat period: six renewals fit in one lease, so a slow Redis round trip never costs a live worker its lease.")
     max_attempts: int = Field(3, description="Charged attempts before a chunk is dead-lettered: one transient failure plus one preemption still finish.")
-    prefetch: int = Field(1, description="Chunks claimed beyond the running one, so the engine never drains between chunks.")
+    prefetch: int = Field(1, description="Chunks claimed beyond the running one, so the engine never drains between chunks; claimed only once the held chunks have at most one engine round of requests left to send, so idle workers are not starved.")
     reap_every_s: float = Field(5.0, description="Controller reap period: expired leases come back within lease_s + this.")
     socket_timeout_s: float = Field(10.0, description="Redis socket timeout: a partitioned Redis surfaces as an error instead of a hang.")
     connect_retries: int = Field(5, description="Redis connection attempts (tenacity, exponential backoff) before QueueUnavailableError.")
@@ -84,7 +84,7 @@ class EngineSettings(BaseModel):
     stop_timeout_s: float = Field(20.0, description="SIGTERM-to-SIGKILL time when stopping an engine.")
     llamacpp_ctx: int = Field(2048, description="Context window of the CPU engine: SmolLM2's trained context.")
     llamacpp_parallel: int = Field(4, description="Requests in flight to the CPU engine: llama-cpp-python's server runs one at a time, a few queued hide HTTP gaps.")
-    llamacpp_threads: int = Field(-1, description="CPU threads of the CPU engine (-1: every core); its own default of 1 wastes the machine.")
+    llamacpp_threads: int = Field(-1, description="CPU threads of the CPU engine (-1: every core, split evenly between the local launcher's workers); its own default of 1 wastes the machine.")
     llamacpp_pooling_override: str = Field("llama.pooling_type=int:1", description="GGUF metadata override that mean-pools /v1/embeddings into one vector per input (prefix: the model's architecture).")
 
 

@@ -63,11 +63,19 @@ WORKER_SECTIONS = ("queue", "worker", "engine", "store")
 
 
 def worker_settings_env(settings: Settings) -> dict[str, str]:
-    """``ORCA_<SECTION>__<FIELD>`` variables that give a worker the launcher's timings and limits."""
+    """``ORCA_<SECTION>__<FIELD>`` variables that give a worker the launcher's timings and limits.
+
+    A CPU engine left at every core (``llamacpp_threads`` -1) gets its share of the cores
+    instead: up to ``local_max_workers`` engines run at once, and more threads than cores
+    makes all of them slower.
+    """
     env = {}
     for section in WORKER_SECTIONS:
         for name, value in getattr(settings, section).model_dump(mode="json").items():
             env[f"ORCA_{section.upper()}__{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    if settings.engine.llamacpp_threads < 0:
+        share = (os.cpu_count() or 1) // max(1, settings.launcher.local_max_workers)
+        env["ORCA_ENGINE__LLAMACPP_THREADS"] = str(max(1, share))
     return env
 
 

@@ -6,8 +6,11 @@ as soon as a slot of the shared semaphore frees -> gather output lines -> renew
 (a fencing check: a stale lease uploads nothing) -> write
 ``JobLayout.chunk_output(chunk, g)`` -> ``complete``. Completion is the only commit.
 
-Up to ``1 + queue.prefetch`` chunks wait to dispatch at once, so the next chunk's
-data is already loaded when the current one's last request goes out.
+The next chunk is claimed ahead (up to ``queue.prefetch`` chunks beyond the one
+dispatching) only once the held chunks have at most ``concurrency`` requests left
+to send, i.e. about one engine round before the engine would run dry: its data is
+loaded when the current chunk's last request goes out, and a worker never sits on
+chunks that idle workers of the same job could be running.
 
 Stopping: SIGTERM/SIGINT (or a serverless time budget) stops claims, releases
 chunks that have not started, gives the rest ``drain_grace_s`` to finish, then
@@ -76,6 +79,7 @@ class _Run:
     task: asyncio.Task | None = None
     dispatched: asyncio.Event = field(default_factory=asyncio.Event)
     dispatching: bool = False                 # at least one of its requests went to the engine
+    unsent: int | None = None          # requests not yet sent to the engine; None until the chunk is read
     cancel_reason: str | None = None   # "release" | "stale" | "hung"
     finishing: bool = False            # committing or releasing on its own: not to be cancelled
 
@@ -99,6 +103,7 @@ class Worker:
         self._runs: dict[str, _Run] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self._room: asyncio.Event | None = None  # set while the held chunks have few enough requests left to send
         self._drain_deadline: float | None = None  # monotonic; set by a stop signal or the budget
 
     # -- control from outside the loop ---------------------------------------
@@ -146,6 +151,8 @@ class Worker:
     async def run(self) -> StopReason:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._update_room()
         signals = self._install_signals()
         forwarder = Forwarder(self.engine, self.job_id, self.concurrency, self.settings.worker,
                               self.settings.engine, self.meter)
@@ -191,6 +198,9 @@ class Worker:
         while self.stop_reason is None:
             if not await self._acquire_or_wake(waiting):
                 break
+            if not await self._room_or_wake():
+                waiting.release()
+                break
             if self.engine.failure:
                 waiting.release()
                 self._set_stop(StopReason.ENGINE_FAILED)
@@ -207,6 +217,7 @@ class Worker:
             lease = leases[0]
             run = _Run(lease)
             self._runs[lease.chunk_id] = run
+            self._update_room()
             self.book.add(lease)
             run.task = asyncio.create_task(self._run_chunk(run, previous, waiting, forwarder))
             previous = run.dispatched
@@ -225,6 +236,27 @@ class Worker:
                 acquire.cancel()
             return False
         return True
+
+    async def _room_or_wake(self) -> bool:
+        """Wait until another chunk may be claimed (see the module doc) unless a stop comes first."""
+        assert self._room is not None and self._wake is not None
+        if not self._room.is_set():
+            room = asyncio.ensure_future(self._room.wait())
+            wake = asyncio.ensure_future(self._wake.wait())
+            await asyncio.wait({room, wake}, return_when=asyncio.FIRST_COMPLETED)
+            room.cancel()
+            wake.cancel()
+        return self.stop_reason is None
+
+    def _update_room(self) -> None:
+        """Room for another claim: every held chunk is read and they have at most ``concurrency`` requests left to send."""
+        if self._room is None:
+            return
+        unsent = [run.unsent for run in self._runs.values()]
+        if None not in unsent and sum(unsent) <= self.concurrency:  # type: ignore[arg-type]
+            self._room.set()
+        else:
+            self._room.clear()
 
     async def _sleep_or_wake(self, seconds: float) -> None:
         assert self._wake is not None
@@ -290,11 +322,16 @@ class Worker:
                 log.error("chunk %s holds an unreadable line: %s", chunk_id, e)
                 await asyncio.to_thread(self.queue.fail, self._lease(run), f"unreadable chunk data: {e}", False)
                 return
+            run.unsent = len(requests)
+            self._update_room()
             if previous is not None:
                 await previous.wait()
             for req in requests:
                 tasks.append(await forwarder.submit(chunk_id, req))
                 run.dispatching = True  # a request is in flight: on stop, this chunk gets the grace period
+                run.unsent -= 1
+                if run.unsent <= self.concurrency:
+                    self._update_room()
             done_dispatching()
             lines = await asyncio.gather(*tasks)
             run.finishing = True
@@ -335,6 +372,7 @@ class Worker:
             done_dispatching()
             self.book.remove(chunk_id)
             self._runs.pop(chunk_id, None)
+            self._update_room()
 
     def _lease(self, run: _Run) -> Lease:
         return self.book.get(run.lease.chunk_id) or run.lease

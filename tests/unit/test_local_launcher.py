@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from orca.launchers.base import PoolSpec, ReplicaState, WorkerEnv
-from orca.launchers.local import LocalLauncher, process_start_time, worker_command
-from orca.settings import LauncherSettings, QueueSettings, Settings
+from orca.launchers.local import LocalLauncher, process_start_time, worker_command, worker_settings_env
+from orca.settings import EngineSettings, LauncherSettings, QueueSettings, Settings
 
 ENV = WorkerEnv(job_id="batch_t", redis_url="redis://127.0.0.1:1/0", store_url="file:///tmp/x", model="m")
 POOL = PoolSpec(key="cpu-tp1-pp1-local", launcher="local", gpu="cpu", engine="fake", engine_args={"fake_latency_s": "0.01"})
@@ -60,6 +60,17 @@ def test_worker_command_carries_engine_and_burst() -> None:
                         ("--fake-latency-s", "0.01"), ("--model", "m"), ("--redis-url", ENV.redis_url)]:
         assert cmd[cmd.index(flag) + 1] == value
     assert "--burst" in cmd
+
+
+@pytest.mark.parametrize("cores,workers,threads,expected", [
+    (8, 2, -1, "4"), (2, 2, -1, "1"), (2, 4, -1, "1"), (16, 1, -1, "16"), (8, 2, 3, "3"),
+])
+def test_cpu_engines_share_the_cores(monkeypatch: pytest.MonkeyPatch, cores, workers, threads, expected) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    settings = Settings(launcher=LauncherSettings(local_max_workers=workers), engine=EngineSettings(llamacpp_threads=threads))
+    env = worker_settings_env(settings)
+    assert env["ORCA_ENGINE__LLAMACPP_THREADS"] == expected
+    assert env["ORCA_QUEUE__LEASE_S"] == str(settings.queue.lease_s)
 
 
 def test_launch_poll_starting_then_running(tmp_path: Path, fake_python: str, monkeypatch: pytest.MonkeyPatch) -> None:

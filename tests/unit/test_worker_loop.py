@@ -160,6 +160,33 @@ def test_stop_releases_unfinished_chunks_without_charging_attempts(store):
     assert list(store.list(LAYOUT.root + "outputs/")) == []
 
 
+def test_a_worker_claims_ahead_only_when_its_engine_is_about_to_run_dry(store):
+    """Two chunks of 20 requests, concurrency 4: while 16 requests of the first chunk still wait
+    to be sent, the second chunk stays in the queue for another worker; it is claimed ahead once
+    at most 4 are left to send, and both chunks are done by this one worker in the end."""
+    s = settings()
+    queue = queue_for(s)
+    make_job(store, queue, n_chunks=2, per_chunk=20, fake_delay_s=0.3)
+    with FakeOpenAIServer(slots=64) as fake:
+        worker = make_worker(queue, store, fake.url, s, concurrency=4, burst=True)
+        result: list[StopReason] = []
+        t = threading.Thread(target=lambda: result.append(asyncio.run(worker.run())))
+        t.start()
+        deadline = time.monotonic() + 5
+        while fake.stats.in_flight < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        counts = queue.counts()
+        assert (counts.leased, counts.pending) == (1, 1)  # no prefetch while the engine has work queued
+        deadline = time.monotonic() + 5
+        while queue.counts().leased < 2 and queue.counts().done == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        counts = queue.counts()
+        assert counts.leased == 2 and counts.done == 0  # claimed ahead before the first chunk finished
+        t.join(10)
+    assert result == [StopReason.FINISHED] and worker.chunks_done == 2
+
+
 def test_stop_lets_a_chunk_finish_inside_the_grace_period(store):
     s = settings(drain_grace_s=5)
     queue = queue_for(s)
