@@ -24,7 +24,10 @@ def progress_text(job: Job) -> str:
     if not c.total:
         return "-"
     text = f"{c.completed + c.failed}/{c.total}"
-    return text + (f" ({c.failed} failed)" if c.failed else "")
+    notes = [f"{c.failed} failed"] if c.failed else []
+    if job.progress.requests_uncommitted and not job.status.terminal:
+        notes.append(f"+{job.progress.requests_uncommitted} answered in running chunks")
+    return text + (f" ({', '.join(notes)})" if notes else "")
 
 
 def cost_text(job: Job) -> str:

@@ -310,6 +310,8 @@ def _update_bar(bar, job: Job) -> None:
     if counts.total and bar.total != counts.total:
         bar.total = counts.total
     done = counts.completed + counts.failed
+    if not job.status.terminal:
+        done += job.progress.requests_uncommitted  # answered in running chunks: the bar moves before a chunk commits
     if done != bar.n:
         bar.n = done
     bar.set_description(job.status.value, refresh=False)

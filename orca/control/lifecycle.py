@@ -63,13 +63,23 @@ def completion_rate(done_now: int, now_s: float, done_then: int | None, then_s: 
     return (done_now - done_then) / (now_s - then_s)
 
 
-def eta_seconds(chunks_remaining: int, rate_per_s: float | None) -> float | None:
-    """Seconds until the remaining chunks are done at the measured rate (0 when nothing remains)."""
-    if chunks_remaining <= 0:
+def eta_seconds(remaining: float, rate_per_s: float | None) -> float | None:
+    """Seconds until the remaining chunks (or requests) are done at the measured rate (0 when nothing remains)."""
+    if remaining <= 0:
         return 0.0
     if not rate_per_s:
         return None
-    return chunks_remaining / rate_per_s
+    return remaining / rate_per_s
+
+
+def live_progress(n_requests: int, committed: int, reports: list[dict[str, str]]) -> tuple[int, float]:
+    """(requests answered in uncommitted chunks, requests/s) from the live workers' latest metrics reports.
+
+    The uncommitted count is capped so that it and the ``committed`` requests never exceed the job.
+    """
+    uncommitted = sum(int(r.get("requests_uncommitted") or 0) for r in reports)
+    rate = sum(float(r.get("requests_per_s") or 0.0) for r in reports)
+    return max(0, min(uncommitted, n_requests - committed)), rate
 
 
 def projected_cost(cost_so_far: float, eta_s: float | None, live_price_per_hour: float) -> float | None:

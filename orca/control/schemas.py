@@ -48,6 +48,8 @@ class Progress(BaseModel):
     chunks_done: int = 0
     chunks_dead: int = 0
     fraction: float = 0.0
+    requests_uncommitted: int = Field(0, description="Requests answered in chunks still running: not in request_counts "
+                                      "until their chunk commits, and redone if their worker is lost.")
 
 
 class PlanOut(BaseModel):

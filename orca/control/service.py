@@ -329,6 +329,15 @@ class OrcaService:
             done, failed = lifecycle.estimate_request_counts(record.n_requests, progress.chunks_total, progress.chunks_done, progress.chunks_dead)
             counts = RequestCounts(total=record.n_requests, completed=done, failed=failed)
         replicas = self.registry.replicas(record.id) if record.chunks_total else []
+        if record.chunks_total and not record.status.terminal:
+            # Requests answered inside running chunks: progress (and an ETA) before the first chunk commits.
+            live = [r.replica_id for r in replicas if r.state.live]
+            committed = counts.completed + counts.failed
+            uncommitted, request_rate = lifecycle.live_progress(
+                record.n_requests, committed, self.registry.workers_metrics(record.id, live))
+            progress.requests_uncommitted = uncommitted
+            if eta is None and progress.chunks_pending + progress.chunks_leased:
+                eta = lifecycle.eta_seconds(record.n_requests - committed - uncommitted, request_rate)
         completions = self.queue(record.id).pool_completions() if record.pools else {}
         cost = sum(r.cost_usd for r in replicas)
         pools = []

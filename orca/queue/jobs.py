@@ -306,6 +306,19 @@ class JobRegistry:
     def worker_metrics(self, job_id: str, worker_id: str) -> dict[str, str]:
         return self._conn.call(lambda: self._r.hgetall(keys.job_worker_metrics(job_id, worker_id)))
 
+    def workers_metrics(self, job_id: str, worker_ids: list[str]) -> list[dict[str, str]]:
+        """The latest metrics report of each worker (empty for one that has not reported), in one round trip."""
+        if not worker_ids:
+            return []
+
+        def fetch() -> list[dict[str, str]]:
+            pipe = self._r.pipeline(transaction=False)
+            for worker_id in worker_ids:
+                pipe.hgetall(keys.job_worker_metrics(job_id, worker_id))
+            return pipe.execute()
+
+        return self._conn.call(fetch)
+
     # -- events ---------------------------------------------------------
     def add_event(self, job_id: str, kind: str, message: str, **data: Any) -> None:
         event = json.dumps({"t": time.time(), "kind": kind, "message": message, **data}, default=str)

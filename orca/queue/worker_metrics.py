@@ -32,6 +32,7 @@ class WorkerMetrics:
     tokens_per_s: float        # completion tokens/s (from response usage)
     prompt_tokens_per_s: float
     busy_fraction: float       # share of the period with >= 1 request in flight
+    requests_uncommitted: int = 0  # requests answered in chunks it holds and has not committed yet
     reported_at_ms: int = 0    # set by the writer (unix ms)
 
 

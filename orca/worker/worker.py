@@ -80,6 +80,7 @@ class _Run:
     dispatched: asyncio.Event = field(default_factory=asyncio.Event)
     dispatching: bool = False                 # at least one of its requests went to the engine
     unsent: int | None = None          # requests not yet sent to the engine; None until the chunk is read
+    finished: int = 0                  # its requests answered so far (not committed until the chunk is)
     cancel_reason: str | None = None   # "release" | "stale" | "hung"
     finishing: bool = False            # committing or releasing on its own: not to be cancelled
 
@@ -98,6 +99,7 @@ class Worker:
         self.book = LeaseBook()
         self.metrics = metrics
         self.chunks_done = 0
+        self.requests_uncommitted = 0  # answered requests of held chunks (live progress for the control plane)
         self.stop_reason: StopReason | None = None
         self.state = "running"
         self._runs: dict[str, _Run] = {}
@@ -145,7 +147,8 @@ class Worker:
 
     def _describe(self) -> dict:
         return {"worker_id": self.worker_id, "pool": self.pool, "state": self.state,
-                "engine": self.engine.kind, "chunks_done": self.chunks_done}
+                "engine": self.engine.kind, "chunks_done": self.chunks_done,
+                "requests_uncommitted": self.requests_uncommitted}
 
     # -- main loop -------------------------------------------------------------
     async def run(self) -> StopReason:
@@ -326,8 +329,15 @@ class Worker:
             self._update_room()
             if previous is not None:
                 await previous.wait()
+            def answered(task: asyncio.Future) -> None:
+                if not task.cancelled():
+                    run.finished += 1
+                    self.requests_uncommitted += 1
+
             for req in requests:
-                tasks.append(await forwarder.submit(chunk_id, req))
+                task = await forwarder.submit(chunk_id, req)
+                task.add_done_callback(answered)
+                tasks.append(task)
                 run.dispatching = True  # a request is in flight: on stop, this chunk gets the grace period
                 run.unsent -= 1
                 if run.unsent <= self.concurrency:
@@ -370,6 +380,8 @@ class Worker:
                 log.warning("could not fail chunk %s: %s", chunk_id, e2)
         finally:
             done_dispatching()
+            self.requests_uncommitted -= run.finished  # committed (now counted by the chunk) or given up
+            run.finished = 0
             self.book.remove(chunk_id)
             self._runs.pop(chunk_id, None)
             self._update_room()

@@ -89,6 +89,22 @@ def test_job_runs_to_completion(env) -> None:
     assert not any(r.state.live for r in svc.registry.replicas(job["id"]))
 
 
+def test_status_counts_requests_answered_in_a_running_chunk(env) -> None:
+    """One chunk whose last request is slow: status shows the three answered ones (from the
+    worker's metrics reports) before the chunk commits, then the committed counts."""
+    svc, client, controller = env
+    rows = [{"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
+             "body": {"model": MODEL, "max_tokens": 8, "fake_delay_s": delay, "messages": [{"role": "user", "content": f"q{i}"}]}}
+            for i, delay in enumerate([0.1, 0.1, 0.1, 4.0])]
+    body = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    job = client.post("/api/jobs", files={"file": ("b.jsonl", body)}, data={"deadline": "1h"}).json()
+    assert job["progress"]["chunks_total"] == 1
+    running = run_until(controller, client, job["id"], lambda j: j["progress"]["requests_uncommitted"] == 3)
+    assert running["progress"]["chunks_done"] == 0 and running["request_counts"]["completed"] == 0
+    done = run_until(controller, client, job["id"], lambda j: j["status"] == "completed")
+    assert done["request_counts"]["completed"] == 4 and done["progress"]["requests_uncommitted"] == 0
+
+
 def test_bad_input_fails_fast_with_line_numbers(env) -> None:
     svc, client, controller = env
     bad = batch(3) + b"not json\n" + b'{"custom_id": "req-0", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'

@@ -230,6 +230,15 @@ def test_status_of_a_job_shows_progress_plan_and_pools(fake):
     assert "POOL" in out and "H100-tp2-pp1-spot" in out and "draining" in out and "1 running, 1 terminated" in out
 
 
+def test_status_shows_requests_answered_in_running_chunks(fake):
+    job = make_job()
+    job.progress.requests_uncommitted = 7
+    fake.jobs_by_id["batch_1"] = job
+    r = runner.invoke(cli.app, ["status", "batch_1"])
+    assert r.exit_code == 0, r.output
+    assert "10/40 (+7 answered in running chunks)" in r.stdout
+
+
 def test_status_json(fake):
     r = runner.invoke(cli.app, ["status", "batch_1", "--json"])
     assert r.exit_code == 0

@@ -181,7 +181,8 @@ def test_results_not_ready_is_a_state_error(api):
 def test_wait_polls_until_terminal_and_draws_progress(api):
     states = iter([
         _job("validating"),
-        _job("in_progress", request_counts={"total": 10, "completed": 3, "failed": 0}, eta_s=42.0),
+        _job("in_progress", request_counts={"total": 10, "completed": 3, "failed": 0}, eta_s=42.0,
+             progress={"chunks_total": 2, "chunks_leased": 1, "chunks_done": 1, "requests_uncommitted": 2}),
         _job("in_progress", request_counts={"total": 10, "completed": 8, "failed": 1}, eta_s=5.0, cost_usd=0.5),
         _job("completed", request_counts={"total": 10, "completed": 9, "failed": 1}, output_available=True),
     ])
@@ -193,6 +194,7 @@ def test_wait_polls_until_terminal_and_draws_progress(api):
     assert seen == ["validating", "in_progress", "in_progress", "completed"]
     drawn = bar_out.getvalue()
     assert "10/10" in drawn and "completed" in drawn and "eta=42s" in drawn and "failed=1" in drawn
+    assert "5/10" in drawn  # 3 committed + 2 answered in a running chunk
 
 
 def test_wait_timeout(api):

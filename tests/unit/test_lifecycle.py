@@ -68,3 +68,11 @@ def test_estimated_request_counts() -> None:
     assert lifecycle.estimate_request_counts(100, 10, 10, 0) == (100, 0)
     done, failed = lifecycle.estimate_request_counts(7, 3, 2, 1)
     assert done + failed == 7
+
+
+def test_live_progress_from_worker_reports() -> None:
+    reports = [{"requests_uncommitted": "30", "requests_per_s": "2.5"}, {"requests_uncommitted": "12", "requests_per_s": "1.5"},
+               {}]  # a worker that has not reported yet
+    assert lifecycle.live_progress(100, 20, reports) == (42, pytest.approx(4.0))
+    assert lifecycle.live_progress(100, 90, reports)[0] == 10  # never more than the job has left
+    assert lifecycle.live_progress(100, 0, []) == (0, 0.0)

@@ -187,6 +187,28 @@ def test_a_worker_claims_ahead_only_when_its_engine_is_about_to_run_dry(store):
     assert result == [StopReason.FINISHED] and worker.chunks_done == 2
 
 
+def test_answered_requests_of_a_running_chunk_are_counted_until_it_commits(store):
+    s = settings()
+    queue = queue_for(s)
+    lines = [json.dumps({"custom_id": f"c0-{i}", "method": "POST", "url": "/v1/completions",
+                         "body": body(0, i, fake_delay_s=delay)}) for i, delay in enumerate([0.05, 0.05, 0.05, 1.5])]
+    store.put_bytes(LAYOUT.chunk("chunk-000"), ("\n".join(lines) + "\n").encode())
+    queue.enqueue_many(["chunk-000"])
+    with FakeOpenAIServer(slots=64) as fake:
+        worker = make_worker(queue, store, fake.url, s, concurrency=4)
+        result: list[StopReason] = []
+        t = threading.Thread(target=lambda: result.append(asyncio.run(worker.run())))
+        t.start()
+        deadline = time.monotonic() + 5
+        while worker.requests_uncommitted < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert worker.requests_uncommitted == 3 and fake.stats.in_flight == 1
+        assert worker._describe()["requests_uncommitted"] == 3
+        t.join(10)
+    assert result == [StopReason.FINISHED]
+    assert worker.chunks_done == 1 and worker.requests_uncommitted == 0
+
+
 def test_stop_lets_a_chunk_finish_inside_the_grace_period(store):
     s = settings(drain_grace_s=5)
     queue = queue_for(s)
