@@ -176,8 +176,19 @@ class Controller:
                         self.registry.update(record.id, replica_failures=record.replica_failures + 1)
                         record.replica_failures += 1
                         self.registry.add_event(record.id, "replica_failed", f"{replica.replica_id}: {replica.message}")
+                    if not replica.state.live:
+                        self._reclaim(record, replica)
             out.append(replica)
         return out
+
+    def _reclaim(self, record: JobRecord, replica: Replica) -> None:
+        """A worker that is gone (crashed, killed, preempted, torn down) gets its chunks taken back now,
+        not when its leases expire; fencing keeps anything it might still send from committing."""
+        why = f"replica {replica.state.value}" + (f": {replica.message}" if replica.message else "")
+        taken = self.svc.queue(record.id).reclaim(replica.replica_id, why)
+        if taken:
+            self.registry.add_event(record.id, "reclaimed", f"{len(taken)} chunk(s) of {replica.replica_id} "
+                                    f"({replica.state.value}) returned to the queue")
 
     def _stop_replicas(self, record: JobRecord) -> bool:
         """True when no replica of the job is live; otherwise stops claims and asks for the teardown step."""

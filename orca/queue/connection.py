@@ -28,7 +28,7 @@ from orca.settings import QueueSettings
 
 T = TypeVar("T")
 
-SCRIPT_NAMES = ("enqueue_many", "claim", "renew", "complete", "fail", "release", "reap", "drain")
+SCRIPT_NAMES = ("enqueue_many", "claim", "renew", "complete", "fail", "release", "reap", "reclaim", "drain")
 
 
 @cache

@@ -200,3 +200,40 @@ def test_chunks_are_sized_for_the_planned_local_replica(redis_url: str, tmp_path
         assert 0.5 * settings.ingest.target_chunk_s <= per_chunk_s <= settings.ingest.target_chunk_s * 1.1
     finally:
         svc.close()
+
+
+def test_a_killed_workers_chunks_are_reclaimed_without_waiting_for_the_lease(redis_url: str, tmp_path) -> None:
+    """kill -9 a local worker mid-chunk with 60 s leases: the controller sees the process gone,
+    takes its chunks back at once (one attempt charged) and the job completes well inside a lease."""
+    import os
+    import signal
+
+    settings = Settings(
+        home=tmp_path, redis_url=redis_url, store_url=(tmp_path / "store").as_uri(),
+        queue=QueueSettings(lease_s=60, renew_every_s=0.5, reap_every_s=0.2),
+        ingest=IngestSettings(min_chunk_requests=1, max_chunk_requests=4),
+        control=ControlSettings(tick_s=0.1, lock_ttl_s=5),
+        launcher=LauncherSettings(local_engine="fake", local_engine_args={"fake_slots": "4"}, local_stop_grace_s=3, local_max_workers=2),
+        worker=WorkerSettings(drain_grace_s=0.3, metrics_every_s=0.5, idle_poll_s=0.2),
+    )
+    svc = OrcaService.from_settings(settings, synchronous=True)
+    controller = Controller(svc)
+    try:
+        client = TestClient(create_app(svc))
+        client.headers["authorization"] = f"Bearer {svc.registry.create_token('alice')}"
+        job = client.post("/api/jobs", files={"file": ("b.jsonl", batch(16, 1.0))}).json()
+        run_until(controller, client, job["id"], lambda j: j["progress"]["chunks_leased"] >= 1
+                  and any(r.state.value == "running" for r in svc.registry.replicas(j["id"])))
+        victim = next(r for r in svc.registry.replicas(job["id"]) if r.state.value == "running")
+        os.kill(int(victim.handle.split(":")[0]), signal.SIGKILL)
+        started = time.monotonic()
+        done = run_until(controller, client, job["id"], lambda j: j["status"] == "completed", timeout=40)
+        assert time.monotonic() - started < 40 < settings.queue.lease_s
+        assert done["request_counts"] == {"total": 16, "completed": 16, "failed": 0}
+        events = [e["kind"] for e in client.get(f"/api/jobs/{job['id']}/logs").json()]
+        assert "reclaimed" in events and "reaped" not in events
+    finally:
+        for r in svc.registry.replicas(job["id"]):
+            if r.state.live:
+                controller.launcher({"launcher": "local"}).terminate(r)
+        svc.close()

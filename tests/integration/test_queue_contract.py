@@ -200,6 +200,27 @@ def test_reap_charges_an_attempt_and_requeues_at_tail(backend: Backend) -> None:
     assert leases[2].attempt == 2 and leases[2].generation == 2
 
 
+def test_reclaim_takes_back_only_the_lost_workers_leases_at_once(backend: Backend) -> None:
+    q = backend.make(max_attempts=2)
+    q.enqueue_many(["a", "b", "c", "d"])
+    a, b = q.claim("w1", "p", n=2)
+    (c,) = q.claim("w2", "p")
+    assert q.reclaim("w9", "gone") == []
+    assert sorted(q.reclaim("w1", "process exited (signal 9)")) == ["a", "b"]  # no lease had expired
+    assert q.reclaim("w1", "again") == []
+    info = q.chunk("a")
+    assert (info.state, info.attempts, info.generation) == (ChunkState.PENDING, 1, 1)
+    assert "w1" in (info.last_error or "") and "signal 9" in (info.last_error or "")
+    assert q.chunk("c").state is ChunkState.LEASED
+    counts = q.counts()
+    assert (counts.pending, counts.leased) == (3, 1)
+    with pytest.raises(StaleLeaseError):
+        q.complete(a)  # the lost worker can never commit
+    assert ids(q.claim("w3", "p", n=3)) == ["d", "a", "b"]  # requeued at the tail
+    assert q.reclaim("w3", "preempted") and q.chunk("a").state is ChunkState.DEAD  # second attempt charged
+    q.complete(c)
+
+
 def test_dead_letter_after_max_attempts_of_expiry(backend: Backend) -> None:
     q = backend.make(max_attempts=2)
     q.enqueue_many(["a"])

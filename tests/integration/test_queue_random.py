@@ -1,7 +1,8 @@
 """Randomized workers against both queue backends: crashes, late stale completions, retries.
 
 Many simulated workers claim, renew, complete, fail, release, and sometimes freeze (stop
-renewing) and wake up later to complete leases that were reaped and re-claimed meanwhile.
+renewing; half the time their launcher reports them gone and their leases are reclaimed at
+once) and wake up later to complete leases that were reaped or reclaimed and re-claimed meanwhile.
 At the end every chunk is done exactly once or dead, and the accepted completions are
 exactly the done chunks with exactly the committed generations.
 """
@@ -71,6 +72,8 @@ def simulate(backend: Backend, seed: int, n_chunks: int, n_workers: int, steps: 
                 w.leases = []
             if rng.random() < 0.03:
                 w.frozen_until = step + rng.randint(3, 15)
+                if rng.random() < 0.5:  # its launcher reports it gone: the leases come back before they expire
+                    out.stats["reclaimed"] += len(q.reclaim(w.worker_id, "launcher reports the worker gone"))
                 continue
             if not w.leases:
                 w.leases = q.claim(w.worker_id, f"pool{rng.randint(0, 1)}", n=rng.randint(1, 3))
@@ -126,6 +129,7 @@ def simulate(backend: Backend, seed: int, n_chunks: int, n_workers: int, steps: 
 def test_random_workers_with_deaths(backend: Backend, seed: int) -> None:
     out = simulate(backend, seed, n_chunks=100, n_workers=8, steps=150, max_attempts=2, p_fatal=0.01)
     assert out.stats["stale_late"] > 0  # fencing was exercised: late completions were refused
+    assert out.stats["reclaimed"] > 0
     assert out.stats["dead"] > 0
 
 
