@@ -183,9 +183,10 @@ class Controller:
 
     def _reclaim(self, record: JobRecord, replica: Replica) -> None:
         """A worker that is gone (crashed, killed, preempted, torn down) gets its chunks taken back now,
-        not when its leases expire; fencing keeps anything it might still send from committing."""
+        not when its leases expire; fencing keeps anything it might still send from committing.
+        Only a failure charges the chunks an attempt: a preemption or teardown is not their fault."""
         why = f"replica {replica.state.value}" + (f": {replica.message}" if replica.message else "")
-        taken = self.svc.queue(record.id).reclaim(replica.replica_id, why)
+        taken = self.svc.queue(record.id).reclaim(replica.replica_id, why, charge=replica.state is ReplicaState.FAILED)
         if taken:
             self.registry.add_event(record.id, "reclaimed", f"{len(taken)} chunk(s) of {replica.replica_id} "
                                     f"({replica.state.value}) returned to the queue")

@@ -160,12 +160,16 @@ class ChunkQueue:
             if len(batch) < self.settings.reap_batch:
                 return reaped
 
-    def reclaim(self, worker_id: str, reason: str) -> list[str]:
-        """Requeue (one attempt charged) or dead-letter every lease ``worker_id`` holds, now:
-        its launcher reported it gone. Its late commits are STALE. Returns the chunk ids."""
+    def reclaim(self, worker_id: str, reason: str, charge: bool = True) -> list[str]:
+        """Take back every lease ``worker_id`` holds, now: its launcher reported it gone.
+
+        ``charge``: one attempt each, requeued at the tail or dead-lettered (a crash may be the
+        chunk's fault); otherwise back at the head with no attempt charged (a preemption is not).
+        Its late commits are STALE. Returns the chunk ids.
+        """
         return self._conn.script(
             "reclaim", [self._k_leases, self._k_chunks, self._k_pending, self._k_dead, self._k_counts],
-            [worker_id, self.settings.max_attempts, reason[: self.settings.max_error_chars]])
+            [worker_id, self.settings.max_attempts, reason[: self.settings.max_error_chars], 1 if charge else 0])
 
     def drain(self, pool: str) -> None:
         """From now on, claims from ``pool`` return nothing (leases it holds are untouched)."""

@@ -209,21 +209,24 @@ class MemoryChunkQueue:
                     job.pending.append(chunk_id)
             return [chunk_id for _, chunk_id in expired]
 
-    def reclaim(self, worker_id: str, reason: str) -> list[str]:
+    def reclaim(self, worker_id: str, reason: str, charge: bool = True) -> list[str]:
         with self.server.lock:
             job = self._job
             taken = sorted((exp, chunk_id) for chunk_id, exp in job.leases.items() if job.chunks[chunk_id].owner == worker_id)
             for _, chunk_id in taken:
                 c = job.chunks[chunk_id]
-                c.attempts += 1
+                c.attempts += 1 if charge else 0
                 c.error = f"worker {c.owner} (pool {c.pool}) lost generation {c.gen}: {reason[: self.settings.max_error_chars]}"
                 del job.leases[chunk_id]
-                if c.attempts >= self.settings.max_attempts:
+                if charge and c.attempts >= self.settings.max_attempts:
                     c.state = ChunkState.DEAD
                     job.dead[chunk_id] = c.error
                 else:
                     c.state = ChunkState.PENDING
-                    job.pending.append(chunk_id)
+                    if charge:
+                        job.pending.append(chunk_id)
+                    else:
+                        job.pending.appendleft(chunk_id)
             return [chunk_id for _, chunk_id in taken]
 
     def drain(self, pool: str) -> None:

@@ -221,6 +221,20 @@ def test_reclaim_takes_back_only_the_lost_workers_leases_at_once(backend: Backen
     q.complete(c)
 
 
+def test_reclaim_without_charge_puts_chunks_back_first(backend: Backend) -> None:
+    q = backend.make(max_attempts=1)
+    q.enqueue_many(["a", "b", "c"])
+    (a,) = q.claim("w1", "p")
+    assert q.reclaim("w1", "replica preempted", charge=False) == ["a"]
+    info = q.chunk("a")
+    assert (info.state, info.attempts) == (ChunkState.PENDING, 0)  # max_attempts 1: a charge would have killed it
+    assert "preempted" in (info.last_error or "")
+    with pytest.raises(StaleLeaseError):
+        q.complete(a)
+    (again,) = q.claim("w2", "p")
+    assert (again.chunk_id, again.generation, again.attempt) == ("a", 2, 1)  # at the head of the queue
+
+
 def test_dead_letter_after_max_attempts_of_expiry(backend: Backend) -> None:
     q = backend.make(max_attempts=2)
     q.enqueue_many(["a"])

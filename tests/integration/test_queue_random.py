@@ -73,7 +73,7 @@ def simulate(backend: Backend, seed: int, n_chunks: int, n_workers: int, steps: 
             if rng.random() < 0.03:
                 w.frozen_until = step + rng.randint(3, 15)
                 if rng.random() < 0.5:  # its launcher reports it gone: the leases come back before they expire
-                    out.stats["reclaimed"] += len(q.reclaim(w.worker_id, "launcher reports the worker gone"))
+                    out.stats["reclaimed"] += len(q.reclaim(w.worker_id, "launcher reports the worker gone", charge=rng.random() < 0.5))
                 continue
             if not w.leases:
                 w.leases = q.claim(w.worker_id, f"pool{rng.randint(0, 1)}", n=rng.randint(1, 3))
