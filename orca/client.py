@@ -314,7 +314,7 @@ def _update_bar(bar, job: Job) -> None:
         done += job.progress.requests_uncommitted  # answered in running chunks: the bar moves before a chunk commits
     if done != bar.n:
         bar.n = done
-    bar.set_description(job.status.value, refresh=False)
+    bar.set_description_str(job.status.value, refresh=False)  # set_description adds a second ": " while the total is unknown
     postfix = {}
     if job.eta_s is not None and not job.status.terminal:
         postfix["eta"] = format_duration(job.eta_s)

@@ -195,6 +195,7 @@ def test_wait_polls_until_terminal_and_draws_progress(api):
     drawn = bar_out.getvalue()
     assert "10/10" in drawn and "completed" in drawn and "eta=42s" in drawn and "failed=1" in drawn
     assert "5/10" in drawn  # 3 committed + 2 answered in a running chunk
+    assert "validating: 0req" in drawn and ": :" not in drawn
 
 
 def test_wait_timeout(api):
