@@ -27,17 +27,21 @@ def batch(n: int, delay_s: float = 0.0) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
 
 
-@pytest.fixture
-def env(redis_url: str, tmp_path):
-    settings = Settings(
+def flow_settings(redis_url: str, tmp_path, lease_s: float = 3) -> Settings:
+    """Fast timings, chunks of at most 4 requests, up to 2 local workers on the fake engine."""
+    return Settings(
         home=tmp_path, redis_url=redis_url, store_url=(tmp_path / "store").as_uri(),
-        queue=QueueSettings(lease_s=3, renew_every_s=0.5, reap_every_s=0.2),
+        queue=QueueSettings(lease_s=lease_s, renew_every_s=0.5, reap_every_s=0.2),
         ingest=IngestSettings(min_chunk_requests=1, max_chunk_requests=4),
         control=ControlSettings(tick_s=0.1, lock_ttl_s=5),
         launcher=LauncherSettings(local_engine="fake", local_engine_args={"fake_slots": "4"}, local_stop_grace_s=3, local_max_workers=2),
         worker=WorkerSettings(drain_grace_s=0.3, metrics_every_s=0.5, idle_poll_s=0.2),
     )
-    svc = OrcaService.from_settings(settings, synchronous=True)
+
+
+@pytest.fixture
+def env(redis_url: str, tmp_path):
+    svc = OrcaService.from_settings(flow_settings(redis_url, tmp_path), synchronous=True)
     client = TestClient(create_app(svc))
     token = svc.registry.create_token("alice")
     client.headers["authorization"] = f"Bearer {token}"
@@ -208,14 +212,7 @@ def test_a_killed_workers_chunks_are_reclaimed_without_waiting_for_the_lease(red
     import os
     import signal
 
-    settings = Settings(
-        home=tmp_path, redis_url=redis_url, store_url=(tmp_path / "store").as_uri(),
-        queue=QueueSettings(lease_s=60, renew_every_s=0.5, reap_every_s=0.2),
-        ingest=IngestSettings(min_chunk_requests=1, max_chunk_requests=4),
-        control=ControlSettings(tick_s=0.1, lock_ttl_s=5),
-        launcher=LauncherSettings(local_engine="fake", local_engine_args={"fake_slots": "4"}, local_stop_grace_s=3, local_max_workers=2),
-        worker=WorkerSettings(drain_grace_s=0.3, metrics_every_s=0.5, idle_poll_s=0.2),
-    )
+    settings = flow_settings(redis_url, tmp_path, lease_s=60)
     svc = OrcaService.from_settings(settings, synchronous=True)
     controller = Controller(svc)
     try:

@@ -55,6 +55,14 @@ def read_output(store, chunk_id: str, generation: int) -> list[dict]:
     return [json.loads(x) for x in store.get_bytes(LAYOUT.chunk_output(chunk_id, generation)).splitlines()]
 
 
+def run_in_thread(worker: Worker) -> tuple[threading.Thread, list[StopReason]]:
+    """Start ``worker.run()`` on a thread; the list gets its stop reason when it returns."""
+    result: list[StopReason] = []
+    t = threading.Thread(target=lambda: result.append(asyncio.run(worker.run())))
+    t.start()
+    return t, result
+
+
 @pytest.fixture
 def store():
     return open_store("memory://")
@@ -116,9 +124,7 @@ def test_a_fenced_off_lease_is_abandoned_at_once_and_nothing_is_uploaded(store):
     [chunk_id] = make_job(store, queue, n_chunks=1, per_chunk=8, fake_delay_s=3.0)
     with FakeOpenAIServer(slots=64, keep_log=True) as fake:
         worker = make_worker(queue, store, fake.url, s, concurrency=8)
-        result: list[StopReason] = []
-        t = threading.Thread(target=lambda: result.append(asyncio.run(worker.run())))
-        t.start()
+        t, result = run_in_thread(worker)
         deadline = time.monotonic() + 5
         while fake.stats.in_flight < 8 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -141,9 +147,7 @@ def test_stop_releases_unfinished_chunks_without_charging_attempts(store):
     chunk_ids = make_job(store, queue, n_chunks=3, per_chunk=4, fake_delay_s=5.0)
     with FakeOpenAIServer(slots=64) as fake:
         worker = make_worker(queue, store, fake.url, s, concurrency=4, burst=False)
-        result: list[StopReason] = []
-        t = threading.Thread(target=lambda: result.append(asyncio.run(worker.run())))
-        t.start()
+        t, result = run_in_thread(worker)
         deadline = time.monotonic() + 5
         while (fake.stats.in_flight < 4 or queue.counts().leased < 3) and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -169,9 +173,7 @@ def test_a_worker_claims_ahead_only_when_its_engine_is_about_to_run_dry(store):
     make_job(store, queue, n_chunks=2, per_chunk=20, fake_delay_s=0.3)
     with FakeOpenAIServer(slots=64) as fake:
         worker = make_worker(queue, store, fake.url, s, concurrency=4, burst=True)
-        result: list[StopReason] = []
-        t = threading.Thread(target=lambda: result.append(asyncio.run(worker.run())))
-        t.start()
+        t, result = run_in_thread(worker)
         deadline = time.monotonic() + 5
         while fake.stats.in_flight < 4 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -196,9 +198,7 @@ def test_answered_requests_of_a_running_chunk_are_counted_until_it_commits(store
     queue.enqueue_many(["chunk-000"])
     with FakeOpenAIServer(slots=64) as fake:
         worker = make_worker(queue, store, fake.url, s, concurrency=4)
-        result: list[StopReason] = []
-        t = threading.Thread(target=lambda: result.append(asyncio.run(worker.run())))
-        t.start()
+        t, result = run_in_thread(worker)
         deadline = time.monotonic() + 5
         while worker.requests_uncommitted < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -215,9 +215,7 @@ def test_stop_lets_a_chunk_finish_inside_the_grace_period(store):
     [chunk_id] = make_job(store, queue, n_chunks=1, per_chunk=4, fake_delay_s=0.5)
     with FakeOpenAIServer(slots=64) as fake:
         worker = make_worker(queue, store, fake.url, s, concurrency=4, burst=False)
-        result: list[StopReason] = []
-        t = threading.Thread(target=lambda: result.append(asyncio.run(worker.run())))
-        t.start()
+        t, result = run_in_thread(worker)
         while fake.stats.in_flight < 4:
             time.sleep(0.01)
         worker.stop()
@@ -251,9 +249,7 @@ def test_a_drained_pool_finishes_its_chunks_and_exits(store):
     make_job(store, queue, n_chunks=6, per_chunk=4, fake_delay_s=0.2)
     with FakeOpenAIServer(slots=64) as fake:
         worker = make_worker(queue, store, fake.url, s, concurrency=4, burst=False)
-        result: list[StopReason] = []
-        t = threading.Thread(target=lambda: result.append(asyncio.run(worker.run())))
-        t.start()
+        t, result = run_in_thread(worker)
         while fake.stats.in_flight == 0:
             time.sleep(0.01)
         queue.drain("pool-a")
