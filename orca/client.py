@@ -20,9 +20,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 import httpx
 
@@ -174,8 +174,13 @@ class Client:
     # -- jobs -----------------------------------------------------------------
     def submit(self, source: str | os.PathLike | Iterable[JsonRecord], deadline: str = "24h", model: str | None = None, *,
                launcher: str | None = None, gpu: str | None = None, markets: list[str] | None = None,
-               metadata: dict[str, str] | None = None, allow_multiple_models: bool = False) -> "JobHandle":
-        """Submit a batch: a JSONL path, or request records (dicts), written to a temporary JSONL first."""
+               metadata: dict[str, str] | None = None, allow_multiple_models: bool = False,
+               progress: bool = True, file: IO[str] | None = None) -> "JobHandle":
+        """Submit a batch: a JSONL path, or request records (dicts), written to a temporary JSONL first.
+
+        ``progress``: a tqdm upload bar (on ``file``, default stderr) for inputs of at least
+        ``control.upload_progress_min_mb``.
+        """
         data: dict[str, Any] = {"deadline": deadline, "allow_multiple_models": str(allow_multiple_models).lower()}
         for name, value in (("model", model), ("launcher", launcher), ("gpu", gpu)):
             if value:
@@ -185,8 +190,16 @@ class Client:
         if metadata:
             data["metadata"] = json.dumps(metadata)
         with _jsonl_source(source) as (path, name):
-            with open(path, "rb") as f:
-                response = self._request("POST", "/api/jobs", data=data, files={"file": (name, f, "application/jsonl")})
+            size = os.path.getsize(path)
+            with open(path, "rb") as f, ExitStack() as stack:
+                body: Any = f
+                if progress and size >= self.settings.control.upload_progress_min_mb * 1e6:
+                    from tqdm.auto import tqdm
+
+                    bar = stack.enter_context(tqdm(total=size, unit="B", unit_scale=True, desc="uploading",
+                                                   file=file or sys.stderr, dynamic_ncols=True, leave=True))
+                    body = _ProgressReader(f, lambda pos: bar.update(pos - bar.n))
+                response = self._request("POST", "/api/jobs", data=data, files={"file": (name, body, "application/jsonl")})
         return JobHandle(self, Job.model_validate(response.json()))
 
     def job(self, job_id: str) -> "JobHandle":
@@ -297,6 +310,26 @@ def _jsonl_source(source: str | os.PathLike | Iterable[JsonRecord]) -> Iterator[
         yield tmp, "records.jsonl"
     finally:
         os.unlink(tmp)
+
+
+class _ProgressReader:
+    """A binary file that reports its position after each read or seek (the upload bar); the rest is the file's."""
+
+    def __init__(self, f: BinaryIO, at: Callable[[int], Any]) -> None:
+        self._f, self._at = f, at
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._f.read(size)
+        self._at(self._f.tell())
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        pos = self._f.seek(offset, whence)
+        self._at(pos)
+        return pos
+
+    def __getattr__(self, name: str) -> Any:  # fileno, seek, tell, name: the length comes from the file itself
+        return getattr(self._f, name)
 
 
 def _progress_bar(file: IO[str] | None):

@@ -120,6 +120,7 @@ class ControlSettings(BaseModel):
     max_events: int = Field(1000, description="Log events kept per job (oldest dropped): `orca logs` stays bounded.")
     stack_start_timeout_s: float = Field(30.0, description="Time `up` waits for each embedded process (server, RQ worker) to come up.")
     stack_stop_timeout_s: float = Field(15.0, description="SIGTERM-to-SIGKILL time for embedded processes on `down`.")
+    upload_progress_min_mb: float = Field(32.0, description="Smallest input file `submit` shows an upload progress bar for: smaller ones upload in seconds even to a remote server.")
     wait_poll_s: float = Field(1.0, description="Status poll period of `orca submit --wait` and Job.wait(): progress looks live, one cheap GET a second.")
     list_limit: int = Field(20, description="Jobs shown by `orca list` and `orca status` without a job id (OpenAI's default page size).")
     openai_max_page: int = Field(100, description="Largest `limit` of the OpenAI-compatible list endpoints (OpenAI's own maximum).")

@@ -68,6 +68,21 @@ def test_submit_sends_file_fields_and_bearer_token(api, tmp_path):
     assert 'name="launcher"' not in body
 
 
+@pytest.mark.parametrize("min_mb,shown", [(0.001, True), (1.0, False)])
+def test_submit_shows_an_upload_bar_for_large_files(api, tmp_path, min_mb, shown):
+    path = tmp_path / "in.jsonl"
+    content = "".join(f'{{"custom_id": "r{i}", "pad": "{"x" * 100}"}}\n' for i in range(100))  # about 13 kB
+    path.write_text(content)
+    api.routes[("POST", "/api/jobs")] = lambda r: httpx.Response(201, json=_job())
+    out = io.StringIO()
+    api.client(upload_progress_min_mb=min_mb).submit(path, file=out)
+    assert content in api.requests[-1].content.decode()  # the whole file went up, through the reader
+    drawn = out.getvalue()
+    size = f"{path.stat().st_size / 1000:.1f}k"
+    assert ("uploading" in drawn and "100%" in drawn and f"{size}/{size}" in drawn) is shown
+    assert bool(drawn) is shown
+
+
 def test_submit_records_writes_a_temporary_jsonl(api):
     seen = {}
 
