@@ -162,11 +162,12 @@ def plan(
         if cheapest_over_budget is not None:
             raise PlanInfeasibleError("No plan meets the deadline within the cost limit", max_cost_usd=constraints.max_cost_usd,
                                       cheapest_usd=round(cheapest_over_budget, 2), deadline_s=deadline_s)
-        raise PlanInfeasibleError(
-            deadline_s=deadline_s,
-            fastest_finish_s=round(fastest[0], 1) if fastest else None,
-            fastest_option=fastest[1] if fastest else None,
-            model=job_stats.model,
-        )
+        if fastest is None:  # no candidate can hold the model at all, whatever the deadline
+            gpus = sorted({o.gpu for o in _offers(catalog, constraints, settings)})
+            raise PlanInfeasibleError(f"{job_stats.model} fits none of the allowed GPU configurations "
+                                      f"({', '.join(gpus) or 'none'}); allow larger GPUs or another launcher",
+                                      model=job_stats.model)
+        raise PlanInfeasibleError(deadline_s=round(deadline_s, 1), fastest_finish_s=round(fastest[0], 1),
+                                  fastest_option=fastest[1], model=job_stats.model)
     ranked = sorted(best.values(), key=lambda p: (p.expected_cost_usd, p.risk, p.expected_finish_s))
     return ranked[: ps.top_plans]

@@ -76,6 +76,14 @@ def test_infeasible_raises_with_fastest_option():
     assert err.value.context["fastest_option"]
 
 
+def test_a_model_no_candidate_can_hold_says_so():
+    stats = JobStats(n_requests=10, prompt_tokens=1000, max_output_tokens=1000, model="meta-llama/Llama-3.1-8B-Instruct")
+    with pytest.raises(PlanInfeasibleError) as err:
+        plan(stats, 24 * 3600, Constraints(markets=("local",)), settings=S)
+    assert "fits none of the allowed GPU configurations (cpu)" in err.value.message
+    assert "fastest_finish_s" not in err.value.context
+
+
 def test_unknown_model_and_cost_cap_raise():
     with pytest.raises(PlanInfeasibleError):
         plan(JobStats(n_requests=1, prompt_tokens=1, max_output_tokens=1, model="mystery"), 3600, settings=S)
