@@ -206,29 +206,57 @@ def test_chunks_are_sized_for_the_planned_local_replica(redis_url: str, tmp_path
         svc.close()
 
 
-def test_a_killed_workers_chunks_are_reclaimed_without_waiting_for_the_lease(redis_url: str, tmp_path) -> None:
-    """kill -9 a local worker mid-chunk with 60 s leases: the controller sees the process gone,
-    takes its chunks back at once (one attempt charged) and the job completes well inside a lease."""
+@pytest.mark.parametrize("preempted", [False, True])
+def test_a_lost_workers_chunks_are_reclaimed_without_waiting_for_the_lease(redis_url: str, tmp_path, preempted: bool) -> None:
+    """kill -9 the local worker holding a chunk, with 60 s leases: the controller sees the process
+    gone and takes its chunks back at once; the job completes well inside one lease. A crash
+    (failed) charges the chunks an attempt; the same loss reported as a preemption does not."""
     import os
     import signal
+
+    from orca.launchers.base import ReplicaState
+    from orca.launchers.local import LocalLauncher
+    from orca.queue import ChunkState
+
+    class PreemptedLauncher(LocalLauncher):
+        """The local launcher, except that a worker that died reads as preempted (as a spot VM would)."""
+
+        def poll(self, replica):
+            replica = super().poll(replica)
+            if replica.state is ReplicaState.FAILED:
+                replica.state = ReplicaState.PREEMPTED
+            return replica
 
     settings = flow_settings(redis_url, tmp_path, lease_s=60)
     svc = OrcaService.from_settings(settings, synchronous=True)
     controller = Controller(svc)
+    if preempted:
+        controller._launchers["local"] = PreemptedLauncher(settings)
     try:
         client = TestClient(create_app(svc))
         client.headers["authorization"] = f"Bearer {svc.registry.create_token('alice')}"
-        job = client.post("/api/jobs", files={"file": ("b.jsonl", batch(16, 1.0))}).json()
-        run_until(controller, client, job["id"], lambda j: j["progress"]["chunks_leased"] >= 1
-                  and any(r.state.value == "running" for r in svc.registry.replicas(j["id"])))
-        victim = next(r for r in svc.registry.replicas(job["id"]) if r.state.value == "running")
+        job = client.post("/api/jobs", files={"file": ("b.jsonl", batch(16, 3.0))}).json()  # 3 s per chunk
+        queue = svc.queue(job["id"])
+        chunk_ids = [f"chunk-{i:06d}" for i in range(job["progress"]["chunks_total"])]
+
+        def held() -> dict[str, str]:
+            return {c: queue.chunk(c).owner for c in chunk_ids if queue.chunk(c).state is ChunkState.LEASED}
+
+        run_until(controller, client, job["id"], lambda j: bool(held()))
+        holding = held()
+        victim_id = next(iter(holding.values()))
+        victim = next(r for r in svc.registry.replicas(job["id"]) if r.replica_id == victim_id)
+        lost = [c for c, owner in holding.items() if owner == victim_id]
         os.kill(int(victim.handle.split(":")[0]), signal.SIGKILL)
         started = time.monotonic()
         done = run_until(controller, client, job["id"], lambda j: j["status"] == "completed", timeout=40)
         assert time.monotonic() - started < 40 < settings.queue.lease_s
         assert done["request_counts"] == {"total": 16, "completed": 16, "failed": 0}
-        events = [e["kind"] for e in client.get(f"/api/jobs/{job['id']}/logs").json()]
-        assert "reclaimed" in events and "reaped" not in events
+        events = client.get(f"/api/jobs/{job['id']}/logs").json()
+        kinds = [e["kind"] for e in events]
+        assert "reclaimed" in kinds and "reaped" not in kinds
+        assert any(e["kind"] == "reclaimed" and victim_id in e["message"] for e in events)
+        assert {queue.chunk(c).attempts for c in lost} == ({0} if preempted else {1})
     finally:
         for r in svc.registry.replicas(job["id"]):
             if r.state.live:
