@@ -55,11 +55,11 @@ def pool_spec_for(plan: dict, launcher: str, settings: Settings) -> dict:
     return {**spec.__dict__, "state": "active"}
 
 
-def plan_dict(plan, replicas: int | None = None) -> dict:
+def plan_dict(plan) -> dict:
     """A planner ``Plan`` as a PlanOut-shaped dict plus its pool key, throughput and start-up time."""
     return {
         "key": plan.key, "gpu": plan.gpu, "gpus_per_replica": plan.gpus_per_replica, "tp": plan.tp, "pp": plan.pp,
-        "market": plan.market, "region": plan.region, "replicas": plan.replicas if replicas is None else replicas,
+        "market": plan.market, "region": plan.region, "replicas": plan.replicas,
         "expected_finish_s": plan.expected_finish_s, "expected_cost_usd": plan.expected_cost_usd, "risk": plan.risk,
         "price_per_replica_hour": plan.price_per_replica_hour, "instance_type": plan.instance_type,
         "replica_tokens_per_s": plan.replica_tokens_per_s, "startup_s": plan.startup_s,
@@ -108,7 +108,10 @@ def choose_plan(stats, deadline_s: float, record: JobRecord, settings: Settings,
     best = plans[0]
     launcher = record.launcher or settings.control.default_launcher
     if launcher == "local":
-        return plan_dict(best, max(1, min(n_chunks, settings.launcher.local_max_workers))), []
+        from orca.planner.planning import with_replicas
+
+        replicas = max(1, min(n_chunks, settings.launcher.local_max_workers))
+        return plan_dict(with_replicas(best, stats, replicas, deadline_s, settings)), []
     per_market: dict[str, dict] = {}
     for p in plans:
         per_market.setdefault(p.market, plan_dict(p))

@@ -23,6 +23,7 @@ option's finish time. Work is the job's total output tokens (``JobStats.max_outp
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -171,3 +172,13 @@ def plan(
                                   fastest_option=fastest[1], model=job_stats.model)
     ranked = sorted(best.values(), key=lambda p: (p.expected_cost_usd, p.risk, p.expected_finish_s))
     return ranked[: ps.top_plans]
+
+
+def with_replicas(p: Plan, job_stats: JobStats, replicas: int, deadline_s: float, settings=None) -> Plan:
+    """``p`` run on ``replicas`` replicas: finish, cost and risk recomputed as ``plan()`` computes them."""
+    ps = _settings(settings).planner
+    rate = p.replica_tokens_per_s * ((1.0 - ps.preemption_loss) if p.market == "spot" else 1.0)
+    finish = p.startup_s + float(max(1, job_stats.max_output_tokens)) / (rate * replicas)
+    return dataclasses.replace(p, replicas=replicas, expected_finish_s=round(finish, 1),
+                               expected_cost_usd=round(replicas * p.price_per_replica_hour * finish / 3600.0, 4),
+                               risk=_risk(p.market, finish, deadline_s))

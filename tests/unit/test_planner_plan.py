@@ -84,6 +84,22 @@ def test_a_model_no_candidate_can_hold_says_so():
     assert "fastest_finish_s" not in err.value.context
 
 
+def test_with_replicas_recomputes_finish_cost_and_risk():
+    from orca.planner.planning import with_replicas
+
+    stats = JobStats(n_requests=2000, prompt_tokens=2000 * 50, max_output_tokens=2000 * 64, model="HuggingFaceTB/SmolLM2-135M-Instruct")
+    one = plan(stats, 3600, Constraints(markets=("local",), max_replicas=1), settings=S)[0]
+    two = with_replicas(one, stats, 2, 3600, S)
+    assert one.replicas == 1 and two.replicas == 2
+    work_s = one.expected_finish_s - one.startup_s
+    assert two.expected_finish_s == pytest.approx(one.startup_s + work_s / 2, abs=0.2)
+    assert two.expected_cost_usd == 0.0 and two.risk <= one.risk
+    spot = plan(BIG_8B, 4 * 3600, Constraints(markets=("spot",)), settings=S)[0]
+    same = with_replicas(spot, BIG_8B, spot.replicas, 4 * 3600, S)  # same replicas: the same plan (up to rounding)
+    assert (same.expected_finish_s, same.risk) == (spot.expected_finish_s, spot.risk)
+    assert same.expected_cost_usd == pytest.approx(spot.expected_cost_usd, abs=1e-3)
+
+
 def test_unknown_model_and_cost_cap_raise():
     with pytest.raises(PlanInfeasibleError):
         plan(JobStats(n_requests=1, prompt_tokens=1, max_output_tokens=1, model="mystery"), 3600, settings=S)
