@@ -48,6 +48,7 @@ class IngestResult:
     size: int = 0
     models: dict[str, int] = field(default_factory=dict)  # requests per model when several are allowed
     manifests: list[ChunkManifest] = field(default_factory=list)
+    sized_for_tokens_per_s: float | None = None  # the planned replica's output tokens/s the chunks were cut for (None: reference rate)
 
     @property
     def chunk_ids(self) -> list[str]:
@@ -142,6 +143,7 @@ def _finish(store: ObjectStore, layout: JobLayout, scan: ScanResult, local: str,
     store.delete(layout.validation_errors)
     tokens = scan.prompt_tokens.astype(np.int64) + scan.output_tokens
     rate = replica_rate(result.stats) if replica_rate is not None else None
+    result.sized_for_tokens_per_s = rate if rate and rate > 0 else None
     chunks = split_chunks(tokens, scan.prefixes, chunk_budget(settings, result.stats, rate), settings.min_chunk_requests,
                           settings.max_chunk_requests, settings.balance_slack)
     starts = np.concatenate(([0], scan.ends[:-1]))

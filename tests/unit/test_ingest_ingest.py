@@ -98,6 +98,7 @@ def test_a_slower_planned_replica_gets_more_smaller_chunks():
     assert len(reference.manifests) == 1
     assert [(s.n_requests, s.max_output_tokens) for s in asked] == [(400, 40_000)]
     assert 13 <= len(sized.manifests) <= 14
+    assert (reference.sized_for_tokens_per_s, sized.sized_for_tokens_per_s) == (None, 50.0)
     assert sorted(n for m in sized.manifests for n in m.lines) == list(range(1, 401))
 
 
