@@ -155,7 +155,7 @@ def _ingest_and_plan(svc, job_id: str) -> None:
                    stats=dataclasses.asdict(stats))
         svc.queue(job_id).enqueue_many(list(result.chunk_ids))
         reg.transition(job_id, S.PLANNING, lifecycle.can_transition)
-        sized = (f"about {settings.ingest.target_chunk_s:.0f} s each for a replica making {result.sized_for_tokens_per_s:.0f} output tokens/s"
+        sized = (f"cut for {settings.ingest.target_chunk_s:.0f} s of work each on a replica making {result.sized_for_tokens_per_s:.0f} output tokens/s"
                  if result.sized_for_tokens_per_s else
                  f"sized for the reference {settings.ingest.reference_tokens_per_s:.0f} tokens/s: no feasible plan yet")
         reg.add_event(job_id, "validated", f"{stats.n_requests} requests in {len(result.chunk_ids)} chunks ({sized})")

@@ -203,7 +203,7 @@ def test_chunks_are_sized_for_the_planned_local_replica(redis_url: str, tmp_path
         assert job["progress"]["chunks_total"] > 1 and job["plan"]["replicas"] == 2
         assert 0.5 * settings.ingest.target_chunk_s <= per_chunk_s <= settings.ingest.target_chunk_s * 1.1
         [validated] = [e for e in svc.registry.events(job["id"]) if e["kind"] == "validated"]
-        assert f"about 120 s each for a replica making {rate:.0f} output tokens/s" in validated["message"]
+        assert f"cut for 120 s of work each on a replica making {rate:.0f} output tokens/s" in validated["message"]
     finally:
         svc.close()
 
