@@ -185,6 +185,13 @@ def submit_cmd(
         stats = local_stats(file, model, allow_multiple_models)
         if not json_out:
             _err(f"orca: {file}: {stats.n_requests} valid requests to {model or stats.model}")
+        settings = get_settings()
+        if settings.api_url is None and (launcher or settings.control.default_launcher) == "local":
+            # The embedded stack plans over this machine's workers: say now if that cannot work, before uploading.
+            from orca.planner.render import plan_for_stats
+
+            plan_for_stats(stats, deadline, model=model, markets=("local",), gpus=(gpu,) if gpu else (),
+                           max_replicas=settings.launcher.local_max_workers, settings=settings)
     client = make_client(start=True)
     handle = client.submit(file, deadline=deadline, model=model, launcher=launcher, gpu=gpu, markets=market,
                            metadata=meta, allow_multiple_models=allow_multiple_models)

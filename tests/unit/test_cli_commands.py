@@ -93,7 +93,7 @@ class FakeClient:
 def fake(monkeypatch) -> FakeClient:
     client = FakeClient()
     monkeypatch.setattr(cli, "make_client", lambda start=False: client)
-    monkeypatch.setattr(cli, "get_settings", lambda: Settings())
+    monkeypatch.setattr(cli, "get_settings", lambda: Settings(api_url="http://orca.test"))  # a control plane elsewhere
     return client
 
 
@@ -147,6 +147,23 @@ def test_submit_wait_json_is_the_final_job(fake, valid_file):
     r = runner.invoke(cli.app, ["submit", str(valid_file), "--wait", "--json"])
     assert r.exit_code == 0
     assert json.loads(r.stdout)["status"] == "completed"
+
+
+def test_embedded_submit_refuses_a_job_local_workers_cannot_run_before_uploading(fake, valid_file, monkeypatch):
+    monkeypatch.setattr(cli, "get_settings", lambda: Settings())  # no ORCA_API_URL: the embedded stack, local workers
+    r = runner.invoke(cli.app, ["submit", str(valid_file), "--deadline", "2h"])  # an 8B model on this machine's CPU
+    assert r.exit_code == 1
+    assert "fits none of the allowed GPU configurations (cpu)" in r.stderr
+    assert fake.calls == []  # nothing uploaded, no job created
+
+
+def test_embedded_submit_of_a_job_local_workers_can_run(fake, valid_file, monkeypatch):
+    monkeypatch.setattr(cli, "get_settings", lambda: Settings())
+    r = runner.invoke(cli.app, ["submit", str(valid_file), "--deadline", "2h", "--model", "HuggingFaceTB/SmolLM2-135M-Instruct"])
+    assert r.exit_code == 0, r.output
+    assert [c[0] for c in fake.calls] == ["submit"]
+    r = runner.invoke(cli.app, ["submit", str(valid_file), "--deadline", "2h", "--launcher", "skypilot"])
+    assert r.exit_code == 0, r.output  # cloud launchers plan on the server, over GPUs
 
 
 def test_submit_invalid_file_lists_lines_and_submits_nothing(fake, tmp_path, monkeypatch):
