@@ -353,6 +353,8 @@ class SwapManager:
                     else:
                         replica = launcher.terminate(replica)
                     self.registry.put_replica(replica)
+                    if not replica.state.live and queue is not None:  # torn down: what it held goes back now, uncharged
+                        queue.reclaim(replica.replica_id, "terminated by swap", charge=False)
         if changed:
             record.pools = pools
         return pools if changed else None

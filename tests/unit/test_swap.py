@@ -12,7 +12,7 @@ from orca.control.swap import (DrainQueue, DrainReplicas, SetPoolState, SwapMana
 from orca.errors import JobStateError
 from orca.launchers.base import Replica, ReplicaState
 from orca.models import JobStatus
-from orca.queue import MemoryChunkQueue, MemoryQueueServer
+from orca.queue import ChunkState, MemoryChunkQueue, MemoryQueueServer
 from orca.settings import LauncherSettings, Settings
 
 GRACE, MAX_FAIL = 60.0, 3
@@ -205,7 +205,8 @@ def test_manager_swap_start_drain_and_finish(rig):
                                      state=ReplicaState.RUNNING, handle="2:2"))
     lease = rig.queue.claim("new-1", "fast-tp1-pp1-local")[0]
     assert rig.manager.tick(rig.record).state is SwapPhase.LAUNCHING
-    assert rig.launcher.calls == [] and rig.queue.claim("old-1", "cpu-tp1-pp1-local")  # old pool still claims
+    [old_lease] = rig.queue.claim("old-1", "cpu-tp1-pp1-local")  # the old pool still claims
+    assert rig.launcher.calls == []
 
     rig.queue.complete(lease)
     rig.clock.t = 1010.0
@@ -221,6 +222,8 @@ def test_manager_swap_start_drain_and_finish(rig):
     swap = rig.manager.tick(rig.record)
     assert swap.state is SwapPhase.DONE and swap.finished_at == 1070.0
     assert ("terminate", "old-1") in rig.launcher.calls
+    old_chunk = rig.queue.chunk(old_lease.chunk_id)  # what the terminated worker held is back in the queue, uncharged
+    assert (old_chunk.state, old_chunk.attempts) == (ChunkState.PENDING, 0)
     assert {p["key"]: p["state"] for p in rig.record.pools}["cpu-tp1-pp1-local"] == "drained"
     assert rig.record.swaps[-1]["state"] == "done" and set(rig.record.swaps[-1]["cost_usd"]) == {
         "cpu-tp1-pp1-local", "fast-tp1-pp1-local"}
