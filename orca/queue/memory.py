@@ -198,15 +198,7 @@ class MemoryChunkQueue:
             expired = sorted((exp, chunk_id) for chunk_id, exp in job.leases.items() if exp <= now)
             for _, chunk_id in expired:
                 c = job.chunks[chunk_id]
-                c.attempts += 1
-                c.error = f"lease expired: worker {c.owner} (pool {c.pool}) stopped renewing generation {c.gen}"
-                del job.leases[chunk_id]
-                if c.attempts >= self.settings.max_attempts:
-                    c.state = ChunkState.DEAD
-                    job.dead[chunk_id] = c.error
-                else:
-                    c.state = ChunkState.PENDING
-                    job.pending.append(chunk_id)
+                self._take_back(job, chunk_id, f"lease expired: worker {c.owner} (pool {c.pool}) stopped renewing generation {c.gen}")
             return [chunk_id for _, chunk_id in expired]
 
     def reclaim(self, worker_id: str, reason: str, charge: bool = True) -> list[str]:
@@ -215,19 +207,27 @@ class MemoryChunkQueue:
             taken = sorted((exp, chunk_id) for chunk_id, exp in job.leases.items() if job.chunks[chunk_id].owner == worker_id)
             for _, chunk_id in taken:
                 c = job.chunks[chunk_id]
-                c.attempts += 1 if charge else 0
-                c.error = f"worker {c.owner} (pool {c.pool}) lost generation {c.gen}: {reason[: self.settings.max_error_chars]}"
-                del job.leases[chunk_id]
-                if charge and c.attempts >= self.settings.max_attempts:
-                    c.state = ChunkState.DEAD
-                    job.dead[chunk_id] = c.error
-                else:
-                    c.state = ChunkState.PENDING
-                    if charge:
-                        job.pending.append(chunk_id)
-                    else:
-                        job.pending.appendleft(chunk_id)
+                self._take_back(job, chunk_id, f"worker {c.owner} (pool {c.pool}) lost generation {c.gen}: "
+                                f"{reason[: self.settings.max_error_chars]}", charge)
             return [chunk_id for _, chunk_id in taken]
+
+    def _take_back(self, job, chunk_id: str, error: str, charge: bool = True) -> None:
+        """End a lease the worker lost (as reap.lua / reclaim.lua do): charged, requeue at the tail or
+        dead-letter after max_attempts; uncharged, back at the head."""
+        c = job.chunks[chunk_id]
+        c.error = error
+        del job.leases[chunk_id]
+        if charge:
+            c.attempts += 1
+        if charge and c.attempts >= self.settings.max_attempts:
+            c.state = ChunkState.DEAD
+            job.dead[chunk_id] = c.error
+            return
+        c.state = ChunkState.PENDING
+        if charge:
+            job.pending.append(chunk_id)
+        else:
+            job.pending.appendleft(chunk_id)
 
     def drain(self, pool: str) -> None:
         with self.server.lock:
