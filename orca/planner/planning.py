@@ -89,6 +89,11 @@ def _offers(catalog: Catalog, constraints: Constraints, settings) -> list[_Offer
     return out
 
 
+def _effective_rate(tokens_per_s: float, market: str, ps) -> float:
+    """A replica's output tokens/s as planned: spot throughput is discounted by ``preemption_loss``."""
+    return tokens_per_s * ((1.0 - ps.preemption_loss) if market == "spot" else 1.0)
+
+
 def _risk(market: str, finish_s: float, deadline_s: float) -> float:
     base = RISK_BASE.get(market, 0.1)
     tight = min(1.0, finish_s / deadline_s) if deadline_s > 0 else 1.0
@@ -132,7 +137,7 @@ def plan(
             est = estimate(shape, gpu, tp, pp, in_tok, out_tok, catalog, ps.weight_bytes)
             if est is None:
                 continue
-            rate = est.tokens_per_s * ((1.0 - ps.preemption_loss) if offer.market == "spot" else 1.0)
+            rate = _effective_rate(est.tokens_per_s, offer.market, ps)
             startup = offer.start_s + max(0.0, est.weights_gb - 16.0) / ps.model_load_gb_per_s
             quickest = startup + work / (rate * offer.max_replicas)
             label = f"{offer.gpu}x{offer.gpus} tp{tp} pp{pp} {offer.market} {offer.region or ''}".strip()
@@ -177,7 +182,7 @@ def plan(
 def with_replicas(p: Plan, job_stats: JobStats, replicas: int, deadline_s: float, settings=None) -> Plan:
     """``p`` run on ``replicas`` replicas: finish, cost and risk recomputed as ``plan()`` computes them."""
     ps = _settings(settings).planner
-    rate = p.replica_tokens_per_s * ((1.0 - ps.preemption_loss) if p.market == "spot" else 1.0)
+    rate = _effective_rate(p.replica_tokens_per_s, p.market, ps)
     finish = p.startup_s + float(max(1, job_stats.max_output_tokens)) / (rate * replicas)
     return dataclasses.replace(p, replicas=replicas, expected_finish_s=round(finish, 1),
                                expected_cost_usd=round(replicas * p.price_per_replica_hour * finish / 3600.0, 4),
