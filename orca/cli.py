@@ -172,7 +172,7 @@ def submit_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Submit a batch file; with --wait, follow it to the end (exit 1 unless it completed)."""
-    _deadline_s(deadline)
+    deadline_s = _deadline_s(deadline)
     meta = {}
     for item in metadata or []:
         key, sep, value = item.partition("=")
@@ -190,7 +190,7 @@ def submit_cmd(
             # The embedded stack plans over this machine's workers: say now if that cannot work, before uploading.
             from orca.planner.render import plan_for_stats
 
-            plan_for_stats(stats, deadline, model=model, markets=("local",), gpus=(gpu,) if gpu else (),
+            plan_for_stats(stats, deadline_s, model=model, markets=("local",), gpus=(gpu,) if gpu else (),
                            max_replicas=settings.launcher.local_max_workers, settings=settings)
     client = make_client(start=True)
     handle = client.submit(file, deadline=deadline, model=model, launcher=launcher, gpu=gpu, markets=market,

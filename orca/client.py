@@ -328,7 +328,7 @@ class _ProgressReader:
         self._at(pos)
         return pos
 
-    def __getattr__(self, name: str) -> Any:  # fileno, seek, tell, name: the length comes from the file itself
+    def __getattr__(self, name: str) -> Any:  # fileno, tell, name: the upload length comes from the file itself
         return getattr(self._f, name)
 
 

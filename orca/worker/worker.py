@@ -381,7 +381,6 @@ class Worker:
         finally:
             done_dispatching()
             self.requests_uncommitted -= run.finished  # committed (now counted by the chunk) or given up
-            run.finished = 0
             self.book.remove(chunk_id)
             self._runs.pop(chunk_id, None)
             self._update_room()
