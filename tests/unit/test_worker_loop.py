@@ -63,6 +63,13 @@ def run_in_thread(worker: Worker) -> tuple[threading.Thread, list[StopReason]]:
     return t, result
 
 
+def wait_until(pred, timeout_s: float = 5.0) -> None:
+    """Poll ``pred`` until it holds or ``timeout_s`` passes (the assertion after the wait says what was expected)."""
+    deadline = time.monotonic() + timeout_s
+    while not pred() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 @pytest.fixture
 def store():
     return open_store("memory://")
@@ -125,9 +132,7 @@ def test_a_fenced_off_lease_is_abandoned_at_once_and_nothing_is_uploaded(store):
     with FakeOpenAIServer(slots=64, keep_log=True) as fake:
         worker = make_worker(queue, store, fake.url, s, concurrency=8)
         t, result = run_in_thread(worker)
-        deadline = time.monotonic() + 5
-        while fake.stats.in_flight < 8 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: fake.stats.in_flight >= 8)
         clock.advance(s.queue.lease_s + 1)          # the worker's lease expires...
         assert queue.reap() == [chunk_id]           # ...is reaped (one attempt charged)...
         [thief] = queue.claim("w2", "pool-a")       # ...and another worker holds generation 2
@@ -148,9 +153,7 @@ def test_stop_releases_unfinished_chunks_without_charging_attempts(store):
     with FakeOpenAIServer(slots=64) as fake:
         worker = make_worker(queue, store, fake.url, s, concurrency=4, burst=False)
         t, result = run_in_thread(worker)
-        deadline = time.monotonic() + 5
-        while (fake.stats.in_flight < 4 or queue.counts().leased < 3) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: fake.stats.in_flight >= 4 and queue.counts().leased >= 3)
         # chunk 0 is all in flight, chunk 1 waits for a slot, chunk 2 is prefetched; no more
         time.sleep(0.2)
         assert fake.stats.in_flight == 4 and queue.counts().leased == 3
@@ -174,15 +177,11 @@ def test_a_worker_claims_ahead_only_when_its_engine_is_about_to_run_dry(store):
     with FakeOpenAIServer(slots=64) as fake:
         worker = make_worker(queue, store, fake.url, s, concurrency=4, burst=True)
         t, result = run_in_thread(worker)
-        deadline = time.monotonic() + 5
-        while fake.stats.in_flight < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: fake.stats.in_flight >= 4)
         time.sleep(0.1)
         counts = queue.counts()
         assert (counts.leased, counts.pending) == (1, 1)  # no prefetch while the engine has work queued
-        deadline = time.monotonic() + 5
-        while queue.counts().leased < 2 and queue.counts().done == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: queue.counts().leased >= 2 or queue.counts().done > 0)
         counts = queue.counts()
         assert counts.leased == 2 and counts.done == 0  # claimed ahead before the first chunk finished
         t.join(10)
@@ -199,9 +198,7 @@ def test_answered_requests_of_a_running_chunk_are_counted_until_it_commits(store
     with FakeOpenAIServer(slots=64) as fake:
         worker = make_worker(queue, store, fake.url, s, concurrency=4)
         t, result = run_in_thread(worker)
-        deadline = time.monotonic() + 5
-        while worker.requests_uncommitted < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: worker.requests_uncommitted >= 3)
         assert worker.requests_uncommitted == 3 and fake.stats.in_flight == 1
         assert worker._describe()["requests_uncommitted"] == 3
         t.join(10)
