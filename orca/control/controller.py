@@ -23,43 +23,30 @@ import threading
 import time
 import uuid
 
-from orca.control import lifecycle
+from orca.control.pools import Launchers, pool_for_plan
 from orca.control.service import OrcaService
 from orca.control.swap import SwapManager
+from orca.control.transitions import move
 from orca.errors import JobStateError, OrcaError
-from orca.launchers.base import Launcher, PoolSpec, Replica, ReplicaState, WorkerEnv
-from orca.launchers.local import LocalLauncher
+from orca.fleet import Pool, Replica, ReplicaState, WorkerEnv
+from orca.launchers.base import Launcher
 from orca.models import JobStatus
-from orca.queue.jobs import JobRecord, JobRegistry
+from orca.queue.jobs import JobRecord
 from orca.queue.types import QueueCounts
-from orca.settings import Settings
 
 log = logging.getLogger("orca.controller")
 S = JobStatus
 
-_POOL_FIELDS = set(PoolSpec.__dataclass_fields__)
-
-
-def pool_spec(pool: dict) -> PoolSpec:
-    return PoolSpec(**{k: v for k, v in pool.items() if k in _POOL_FIELDS})
-
-
-def launcher_for_pool(settings: Settings, pool: dict, registry: JobRegistry) -> Launcher:
-    """The launcher that runs ``pool`` (local workers know whether they reported via the registry)."""
-    if pool.get("launcher") == "local":
-        return LocalLauncher(settings, report=lambda job_id, worker_id: registry.worker_metrics(job_id, worker_id) or None)
-    from orca.launchers.registry import launcher_for
-
-    return launcher_for(pool_spec(pool))
-
 
 class Controller:
-    def __init__(self, service: OrcaService, controller_id: str | None = None) -> None:
+    def __init__(self, service: OrcaService, controller_id: str | None = None,
+                 launchers: dict[str, Launcher] | None = None) -> None:
+        """``launchers``: launcher name -> instance to use instead of the configured one (tests, benchmarks)."""
         self.svc = service
         self.settings = service.settings
         self.registry = service.registry
         self.id = controller_id or f"ctl-{uuid.uuid4().hex[:8]}"
-        self._launchers: dict[str, Launcher] = {}
+        self.launcher = Launchers(self.settings, self.registry, overrides=launchers)
         self._last_reap: dict[str, float] = {}
         self._settled: set[str] = set()
 
@@ -95,22 +82,8 @@ class Controller:
                 except JobStateError as exc:  # a user's cancel raced us; next tick sees the new status
                     log.info("job %s changed under the controller: %s", job_id, exc)
 
-    def launcher(self, pool: dict) -> Launcher:
-        name = pool.get("launcher", "local")
-        if name not in self._launchers or name != "local":
-            launcher = launcher_for_pool(self.settings, pool, self.registry)
-            if name != "local":
-                return launcher
-            self._launchers[name] = launcher
-        return self._launchers[name]
-
     def _to(self, record: JobRecord, target: JobStatus, message: str = "", **fields) -> JobRecord:
-        stamp = lifecycle.TIMESTAMP_FIELD.get(target)
-        if message:
-            fields["message"] = message
-        new = self.registry.transition(record.id, target, lifecycle.can_transition, stamp=stamp, **fields)
-        self.registry.add_event(record.id, target.value, message or f"job is {target.value}")
-        return new
+        return move(self.registry, record.id, target, message, message=message or None, **fields)
 
     def _step(self, name: str, func: str, job_id: str) -> None:
         self.svc.background.submit(f"{name}-{job_id}", f"orca.control.tasks.{func}", self.svc._settings_json(), job_id)
@@ -163,13 +136,11 @@ class Controller:
         self._settled.add(record.id)
 
     def _poll(self, record: JobRecord) -> list[Replica]:
-        pools = {p["key"]: p for p in record.pools}
         out = []
         for replica in self.registry.replicas(record.id):
             if replica.state.live and replica.handle:
                 before = (replica.state, replica.message, replica.cost_usd)
-                pool = pools.get(replica.pool, {"launcher": replica.launcher})
-                replica = self.launcher(pool).poll(replica)
+                replica = self.launcher(replica.launcher).poll(replica)
                 if (replica.state, replica.message, replica.cost_usd) != before:
                     self.registry.put_replica(replica)
                     if replica.state is ReplicaState.FAILED:
@@ -196,7 +167,7 @@ class Controller:
         if any(r.state.live for r in self._poll(record)):
             queue = self.svc.queue(record.id)
             for pool in record.pools:
-                queue.drain(pool["key"])  # no new claims while the workers stop
+                queue.drain(pool.key)  # no new claims while the workers stop
             self._step("teardown", "teardown_job", record.id)
             return False
         return True
@@ -239,43 +210,41 @@ class Controller:
         remaining = counts.pending + counts.leased
         targets = self._policy_targets(record, replicas, counts)
         pools = list(record.pools)
-        known = {p["key"] for p in pools}
+        known = {p.key for p in pools}
         for option in record.options:
             if targets.get(option["key"], 0) > 0 and option["key"] not in known:
-                from orca.control.tasks import pool_spec_for
-
-                pool = pool_spec_for(option, record.launcher or self.settings.control.default_launcher, self.settings)
+                pool = pool_for_plan(option, record.launcher or self.settings.control.default_launcher, self.settings)
                 pools.append(pool)
                 self.registry.update(record.id, pools=pools)
-                self.registry.add_event(record.id, "pool_opened", f"runtime policy opened pool {pool['key']}")
+                self.registry.add_event(record.id, "pool_opened", f"runtime policy opened pool {pool.key}")
         for pool in pools:
-            if pool.get("state", "active") != "active":
+            if not pool.active:
                 continue
-            if pool.get("target") is not None:  # set by a swap
-                target = int(pool["target"])
-            elif pool.get("launcher") == "local":
+            if pool.target is not None:  # set by a swap
+                target = pool.target
+            elif pool.launcher == "local":
                 target = int((record.plan or {}).get("replicas", 1))
             else:
-                target = targets.get(pool["key"], 0)
-            if pool.get("launcher") == "local":
+                target = targets.get(pool.key, 0)
+            if pool.launcher == "local":
                 target = min(target, self.settings.launcher.local_max_workers)
             target = min(target, remaining)
-            working = [r for r in replicas if r.pool == pool["key"] and r.state.live and r.state is not ReplicaState.DRAINING]
+            working = [r for r in replicas if r.pool == pool.key and r.state.live and r.state is not ReplicaState.DRAINING]
             # Launch only for chunks nobody holds: a burst worker that found nothing pending has
             # exited on purpose, and chunks of a dead worker come back as pending when reaped. A
             # swap's pools (explicit target) launch for all chunks left: the old pool releases its
             # chunks to the new one once that one has proved itself.
-            room = counts.pending if pool.get("target") is None else remaining
+            room = counts.pending if pool.target is None else remaining
             for _ in range(min(target - len(working), room)):
                 self._launch(record, pool)
-            if pool.get("launcher") != "local" and len(working) > target:
+            if pool.launcher != "local" and len(working) > target:
                 for replica in sorted(working, key=lambda r: r.created_at, reverse=True)[: len(working) - target]:
-                    self.registry.put_replica(self.launcher(pool).drain(replica))
+                    self.registry.put_replica(self.launcher(replica.launcher).drain(replica))
                     self.registry.add_event(record.id, "replica_draining", f"{replica.replica_id}: scaled down")
 
     def _policy_targets(self, record: JobRecord, replicas: list[Replica], counts: QueueCounts) -> dict[str, int]:
         """The runtime policy's replica target per pool key (empty for local-only jobs)."""
-        cloud = [p for p in record.pools if p.get("launcher") != "local"]
+        cloud = [p for p in record.pools if p.launcher != "local"]
         if not cloud:
             return {}
         from orca.planner.policy import decide
@@ -288,15 +257,15 @@ class Controller:
         measured = self._measured_tokens_per_s(record.id)
         states = []
         for pool in cloud:
-            mine = [r for r in replicas if r.pool == pool["key"]]
+            mine = [r for r in replicas if r.pool == pool.key]
             running = [r for r in mine if r.state is ReplicaState.RUNNING]
             starting = [r for r in mine if r.state in (ReplicaState.PROVISIONING, ReplicaState.STARTING)]
             rates = [measured[r.replica_id] for r in running if measured.get(r.replica_id)]
-            option = next((o for o in record.options if o["key"] == pool["key"]), record.plan or {})
+            option = next((o for o in record.options if o["key"] == pool.key), record.plan or {})
             states.append(PoolState(
-                key=pool["key"], market=pool["market"], replicas_running=len(running), replicas_starting=len(starting),
+                key=pool.key, market=pool.market, replicas_running=len(running), replicas_starting=len(starting),
                 replica_tokens_per_s=sum(rates) / len(rates) if rates else float(option.get("replica_tokens_per_s", 1.0)),
-                price_per_replica_hour=float(pool.get("price_per_replica_hour", 0.0)),
+                price_per_replica_hour=pool.price_per_replica_hour,
                 recent_preemptions=sum(1 for r in mine if r.state is ReplicaState.PREEMPTED),
             ))
         work_total = float(max(1, record.est_output_tokens))
@@ -316,10 +285,10 @@ class Controller:
                 continue
         return out
 
-    def _launch(self, record: JobRecord, pool: dict) -> None:
+    def _launch(self, record: JobRecord, pool: Pool) -> None:
         replica_id = f"w-{uuid.uuid4().hex[:10]}"
         env = WorkerEnv(job_id=record.id, redis_url=self.registry.redis_url, store_url=self.svc.store.url,
                         model=record.model or "")
-        replica = self.launcher(pool).launch(env, pool_spec(pool), replica_id)
+        replica = self.launcher(pool.launcher).launch(env, pool, replica_id)
         self.registry.put_replica(replica)
-        self.registry.add_event(record.id, "replica_launched", f"{replica_id} in pool {pool['key']}: {replica.message or replica.state.value}")
+        self.registry.add_event(record.id, "replica_launched", f"{replica_id} in pool {pool.key}: {replica.message or replica.state.value}")

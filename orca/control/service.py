@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from orca.control import lifecycle
+from orca.control.assembly import assemble_into, partial_key
 from orca.control.schemas import (
     Job, JobCreate, PlanList, PlanOut, PlanRequest, PoolOut, Progress, RequestCounts, SwapOut, SwapRequest,
 )
+from orca.control.swap import SwapManager
+from orca.control.transitions import move
 from orca.durations import parse_duration
 from orca.errors import InputValidationError, JobNotFoundError, JobStateError, ObjectNotFoundError
 from orca.launchers.base import ReplicaState
@@ -82,7 +85,6 @@ class OrcaService:
         self.registry = registry
         self.background = background
         self.store = store
-        self._queues: dict[str, ChunkQueue] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, synchronous: bool = False) -> "OrcaService":
@@ -105,9 +107,8 @@ class OrcaService:
         self.background.close()
 
     def queue(self, job_id: str) -> ChunkQueue:
-        if job_id not in self._queues:
-            self._queues[job_id] = ChunkQueue(self.registry.redis_url, job_id, self.settings.queue)
-        return self._queues[job_id]
+        """The job's chunk queue: a light view over the process's shared Redis pool (nothing is kept per job)."""
+        return ChunkQueue(self.registry.redis_url, job_id, self.settings.queue)
 
     # -- jobs -----------------------------------------------------------
     def create_job(self, user: str, data: Upload, spec: JobCreate, filename: str = "input.jsonl") -> Job:
@@ -169,9 +170,7 @@ class OrcaService:
         record = self._own(user, job_id)
         if record.status is JobStatus.CANCELLING:
             return self.to_job(record)
-        record = self.registry.transition(job_id, JobStatus.CANCELLING, lifecycle.can_transition, stamp="cancelling_at")
-        self.registry.add_event(job_id, "cancelling", "cancel requested")
-        return self.to_job(record)
+        return self.to_job(move(self.registry, job_id, JobStatus.CANCELLING, "cancel requested"))
 
     def job_events(self, user: str, job_id: str) -> list[dict]:
         self._own(user, job_id)
@@ -205,8 +204,6 @@ class OrcaService:
         if partial and not record.output_available:
             if not record.chunks_total:
                 raise JobStateError("the job has no chunks yet", status=record.status.value)
-            from orca.control.tasks import assemble_into, partial_key
-
             assemble_into(self.store, record, self.queue(job_id), partial=True)
             key = partial_key(layout, errors)
         else:
@@ -224,8 +221,6 @@ class OrcaService:
         record = self._own(user, job_id)
         if record.status is not JobStatus.IN_PROGRESS:
             raise JobStateError("only a running job can swap", status=record.status.value)
-        from orca.control.swap import SwapManager
-
         SwapManager(self.settings, self.registry).request(record, request)
         return self.get_job(user, job_id)
 
@@ -345,15 +340,15 @@ class OrcaService:
         for pool in record.pools:
             states: dict[str, int] = {}
             for r in replicas:
-                if r.pool == pool["key"]:
+                if r.pool == pool.key:
                     states[r.state.value] = states.get(r.state.value, 0) + 1
             n_live = sum(v for k, v in states.items() if ReplicaState(k).live)
-            live_price += n_live * float(pool.get("price_per_replica_hour", 0.0))
+            live_price += n_live * pool.price_per_replica_hour
             pools.append(PoolOut(
-                key=pool["key"], launcher=pool["launcher"], gpu=pool["gpu"], market=pool["market"],
-                state=pool.get("state", "active"), replicas=states,
-                chunks_completed=int(completions.get(pool["key"], 0)),
-                cost_usd=sum(r.cost_usd for r in replicas if r.pool == pool["key"]),
+                key=pool.key, launcher=pool.launcher, gpu=pool.gpu, market=pool.market,
+                state=pool.state.value, replicas=states,
+                chunks_completed=int(completions.get(pool.key, 0)),
+                cost_usd=sum(r.cost_usd for r in replicas if r.pool == pool.key),
             ))
         swaps = [SwapOut.model_validate(s) for s in getattr(record, "swaps", None) or []]
         return Job(

@@ -59,8 +59,9 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any
 
+from orca.control.pools import Launchers, LauncherLookup, find, swap_pool, with_changes
 from orca.errors import JobStateError
-from orca.launchers.base import Launcher, PoolSpec, Replica, ReplicaState
+from orca.fleet import Pool, PoolPhase, Replica, ReplicaState
 from orca.launchers.costs import pool_costs
 from orca.models import JobStatus
 from orca.settings import Settings, get_settings
@@ -115,7 +116,7 @@ class SwapObservation:
 @dataclass(frozen=True)
 class SetPoolState:
     pool: str
-    state: str               # active | draining | drained | cancelled
+    state: PoolPhase
 
 
 @dataclass(frozen=True)
@@ -148,15 +149,15 @@ def swap_step(swap: SwapState, obs: SwapObservation, grace_s: float, max_failure
     old, new = swap.from_pool, swap.to_pool
     if swap.cancel_requested:
         return (replace(swap, state=SwapPhase.CANCELLED, finished_at=obs.now, reason=swap.reason or "cancelled by user"),
-                [SetPoolState(new, "cancelled"), TerminateReplicas(new), UndrainQueue(old), SetPoolState(old, "active")])
+                [SetPoolState(new, PoolPhase.CANCELLED), TerminateReplicas(new), UndrainQueue(old), SetPoolState(old, PoolPhase.ACTIVE)])
     if swap.state is SwapPhase.LAUNCHING:
         if obs.to_completions - swap.baseline_completions >= 1:
             return (replace(swap, state=SwapPhase.DRAINING, drain_started_at=obs.now),
-                    [SetPoolState(old, "draining"), DrainQueue(old), DrainReplicas(old)])
+                    [SetPoolState(old, PoolPhase.DRAINING), DrainQueue(old), DrainReplicas(old)])
         if obs.to_failed >= max_failures:
             return (replace(swap, state=SwapPhase.CANCELLED, finished_at=obs.now,
                             reason=f"{obs.to_failed} new replicas failed before completing a chunk"),
-                    [SetPoolState(new, "cancelled"), TerminateReplicas(new)])
+                    [SetPoolState(new, PoolPhase.CANCELLED), TerminateReplicas(new)])
         return swap, []
     # draining
     assert swap.drain_started_at is not None
@@ -167,64 +168,20 @@ def swap_step(swap: SwapState, obs: SwapObservation, grace_s: float, max_failure
     else:
         return swap, []
     return (replace(swap, state=SwapPhase.DONE, finished_at=obs.now, reason=reason),
-            [TerminateReplicas(old), SetPoolState(old, "drained")])
-
-
-# -- building the new pool -----------------------------------------------------
-def pool_key(gpu: str, tp: int, pp: int, market: str, region: str | None = None) -> str:
-    """Same shape as ``Plan.key``."""
-    return f"{gpu}-tp{tp}-pp{pp}-{market}" + (f"-{region}" if region else "")
-
-
-def catalog_price(catalog: Any, launcher: str, gpu: str, gpus: int, market: str, region: str | None) -> float:
-    """Price per replica-hour of ``gpus`` x ``gpu`` in ``market`` from the planner's catalog (0 when unknown)."""
-    if launcher == "local" or market == "local":
-        return 0.0
-    if market == "serverless":
-        offers = [o for o in catalog.serverless if o.provider == launcher and gpu in o.gpu_hour]
-        return min((o.gpu_hour[gpu] * gpus for o in offers), default=0.0)
-    best = None
-    for inst in catalog.instances:
-        if inst.gpu != gpu or inst.gpus != gpus:
-            continue
-        for price in inst.prices:
-            value = price.spot if market == "spot" else price.on_demand
-            if value is not None and (region is None or price.region == region):
-                best = value if best is None else min(best, value)
-    return best or 0.0
-
-
-def new_pool_for(old: dict, gpu: str, tp: int, pp: int, market: str, launcher: str | None, settings: Settings,
-                 catalog: Any = None) -> dict:
-    """The new pool (a ``JobRecord.pools`` entry) for a swap away from ``old``."""
-    launcher = launcher or old.get("launcher", "local")
-    market = "local" if launcher == "local" else ("serverless" if launcher in ("modal", "runpod") else market)
-    engine_args = dict(old.get("engine_args") or {})
-    if launcher == "local":
-        engine_args.update(settings.launcher.local_swap_profiles.get(gpu, {}))
-    if catalog is None and launcher != "local":
-        from orca.planner.catalog import load_catalog
-
-        catalog = load_catalog()
-    price = catalog_price(catalog, launcher, gpu, tp * pp, market, None) if catalog is not None else 0.0
-    spec = PoolSpec(key=pool_key(gpu, tp, pp, market), launcher=launcher, gpu=gpu, gpus_per_replica=tp * pp, tp=tp,
-                    pp=pp, market=market, region=None, price_per_replica_hour=price,
-                    engine=old.get("engine", "vllm"), engine_args=engine_args)
-    return {**asdict(spec), "state": "active"}
+            [TerminateReplicas(old), SetPoolState(old, PoolPhase.DRAINED)])
 
 
 # -- the manager ----------------------------------------------------------------
-LauncherLookup = Callable[[dict], Launcher]
 
 
 class SwapManager:
     def __init__(self, settings: Settings | None, registry: Any, launchers: LauncherLookup | None = None,
                  clock: Callable[[], float] = time.time, queues: Callable[[str], Any] | None = None) -> None:
-        """``launchers``: pool dict -> Launcher (pass the controller's, so one instance sees every replica);
+        """``launchers``: launcher name -> Launcher (pass the controller's, so one instance sees every replica);
         ``queues``: job id -> chunk queue (default: a ``ChunkQueue`` on the registry's Redis, closed after use)."""
         self.settings = settings or get_settings()
         self.registry = registry
-        self._launchers = launchers
+        self._launchers = launchers or Launchers(self.settings, registry)
         self._clock = clock
         self._queues = queues
 
@@ -245,23 +202,24 @@ class SwapManager:
             return self._start(record, request)
 
     def _start(self, record: Any, request: Any) -> SwapState:
-        pools = [dict(p) for p in record.pools]
-        current = [p for p in pools if p.get("state", "active") == "active"]
+        pools = list(record.pools)
+        current = [p for p in pools if p.active]
         if not current:
             raise JobStateError("the job has no active pool to swap from")
         old = current[0]
-        if old.get("target") is None:
-            old["target"] = int((record.plan or {}).get("replicas", 1))
-        new = new_pool_for(old, request.gpu, request.tp, request.pp, request.market, request.launcher, self.settings)
-        new["target"] = old["target"]
-        if new["key"] == old["key"]:
-            raise JobStateError("the job already runs on that pool", pool=old["key"])
-        pools = [p for p in pools if p["key"] != new["key"]] + [new]
-        baseline = self._completions(record.id).get(new["key"], 0)
-        swap = SwapState(from_pool=old["key"], to_pool=new["key"], state=SwapPhase.LAUNCHING,
+        if old.target is None:
+            old = replace(old, target=int((record.plan or {}).get("replicas", 1)))
+            pools = [old if p.key == old.key else p for p in pools]
+        new = swap_pool(old, request.gpu, request.tp, request.pp, request.market, request.launcher, self.settings)
+        if new.key == old.key:
+            raise JobStateError("the job already runs on that pool", pool=old.key)
+        pools = [p for p in pools if p.key != new.key] + [new]
+        baseline = self._completions(record.id).get(new.key, 0)
+        swap = SwapState(from_pool=old.key, to_pool=new.key, state=SwapPhase.LAUNCHING,
                          started_at=self._clock(), baseline_completions=baseline)
         self.registry.update(record.id, pools=pools, swaps=self._history(record) + [swap.to_dict()])
-        self.registry.add_event(record.id, "swap_started", f"swap {old['key']} -> {new['key']}: launching the new pool")
+        self.registry.add_event(record.id, "swap_started", f"swap {old.key} -> {new.key}: launching the new pool")
+        record.pools = pools
         return swap
 
     # -- controller side -------------------------------------------------
@@ -328,26 +286,24 @@ class SwapManager:
                                 f"swap {swap.from_pool} -> {swap.to_pool}: {swap.state.value}"
                                 + (f" ({swap.reason})" if swap.reason else ""))
 
-    def _apply(self, record: Any, actions: Iterable[Action], queue: Any, replicas: list[Replica]) -> list[dict] | None:
+    def _apply(self, record: Any, actions: Iterable[Action], queue: Any, replicas: list[Replica]) -> list[Pool] | None:
         """Perform ``actions``; returns the new pools list when a pool state changed."""
-        pools = [dict(p) for p in record.pools]
+        pools = list(record.pools)
         changed = False
-        by_key = {p["key"]: p for p in pools}
         for action in actions:
             if isinstance(action, SetPoolState):
-                if action.pool in by_key:
-                    by_key[action.pool]["state"] = action.state
+                if find(pools, action.pool) is not None:
+                    pools = with_changes(pools, action.pool, state=action.state)
                     changed = True
             elif isinstance(action, DrainQueue):
                 queue.drain(action.pool)
             elif isinstance(action, UndrainQueue):
                 queue.undrain(action.pool)
             elif isinstance(action, (DrainReplicas, TerminateReplicas)):
-                pool = by_key.get(action.pool, {"launcher": "local"})
                 for replica in replicas:
                     if replica.pool != action.pool or not replica.state.live:
                         continue
-                    launcher = self._launcher(pool, replica)
+                    launcher = self._launchers(replica.launcher)
                     if isinstance(action, DrainReplicas):
                         replica = launcher.drain(replica)
                     else:
@@ -359,15 +315,7 @@ class SwapManager:
             record.pools = pools
         return pools if changed else None
 
-    def _launcher(self, pool: dict, replica: Replica) -> Launcher:
-        pool = pool if "launcher" in pool else {**pool, "launcher": replica.launcher}
-        if self._launchers is not None:
-            return self._launchers(pool)
-        from orca.control.controller import launcher_for_pool
-
-        return launcher_for_pool(self.settings, pool, self.registry)
-
-    def _save(self, record: Any, swap: SwapState, pools: list[dict] | None = None) -> None:
+    def _save(self, record: Any, swap: SwapState, pools: list[Pool] | None = None) -> None:
         swaps = self._history(record)
         swaps = swaps[:-1] + [swap.to_dict()] if swaps else [swap.to_dict()]
         fields: dict[str, Any] = {"swaps": swaps}

@@ -9,31 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from contextlib import contextmanager
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-from orca.control import lifecycle
+from orca.control.assembly import assemble_into
+from orca.control.pools import Launchers, pool_for_plan
+from orca.control.service import OrcaService
+from orca.control.transitions import move
 from orca.errors import InputValidationError, JobStateError, OrcaError, PlanInfeasibleError
-from orca.launchers.base import PoolSpec
 from orca.models import JobStatus, ValidationIssue
-from orca.queue import ChunkQueue
 from orca.queue.jobs import FileRecord, JobRecord
 from orca.settings import Settings
-from orca.storage.base import ObjectStore
 from orca.storage.layout import JobLayout
 
 S = JobStatus
 
 
-def partial_key(layout: JobLayout, errors: bool) -> str:
-    """Where a partial assembly (results of a running job) is written; the final files stay untouched."""
-    return f"{layout.root}partial/{'errors' if errors else 'output'}.jsonl"
-
-
 @contextmanager
-def _service(settings_json: str) -> Iterator["OrcaService"]:  # noqa: F821 - imported below
-    from orca.control.service import OrcaService
-
+def _service(settings_json: str) -> Iterator[OrcaService]:
     service = OrcaService.from_settings(Settings.model_validate_json(settings_json))
     try:
         yield service
@@ -42,19 +35,6 @@ def _service(settings_json: str) -> Iterator["OrcaService"]:  # noqa: F821 - imp
 
 
 # -- ingest and planning ---------------------------------------------------
-def pool_spec_for(plan: dict, launcher: str, settings: Settings) -> dict:
-    """The PoolSpec (as a dict) for a chosen plan: engine kind and arguments come from the launcher."""
-    local = launcher == "local"
-    spec = PoolSpec(
-        key=plan["key"], launcher=launcher, gpu=plan["gpu"], gpus_per_replica=plan["gpus_per_replica"],
-        tp=plan["tp"], pp=plan["pp"], market=plan["market"], region=plan.get("region"),
-        price_per_replica_hour=plan["price_per_replica_hour"],
-        engine=settings.launcher.local_engine if local else "vllm",
-        engine_args=dict(settings.launcher.local_engine_args) if local else {},
-    )
-    return {**spec.__dict__, "state": "active"}
-
-
 def plan_dict(plan) -> dict:
     """A planner ``Plan`` as a PlanOut-shaped dict plus its pool key, throughput and start-up time."""
     return {
@@ -144,22 +124,20 @@ def _ingest_and_plan(svc, job_id: str) -> None:
             issues = [ValidationIssue.model_validate(e if isinstance(e, dict) else e.model_dump()) for e in exc.errors]
             shown = issues[: settings.ingest.max_errors_reported]
             count = int(exc.context.get("error_count", len(issues)))
-            reg.transition(job_id, S.FAILED, lifecycle.can_transition, stamp="failed_at",
-                           validation_errors=[i.model_dump() for i in shown], validation_error_count=count,
-                           message=f"input validation failed: {exc.message}", settled=True)
-            reg.add_event(job_id, "failed", f"validation failed with {count} error(s)")
+            move(reg, job_id, S.FAILED, f"validation failed with {count} error(s)",
+                 message=f"input validation failed: {exc.message}",
+                 validation_errors=[i.model_dump() for i in shown], validation_error_count=count, settled=True)
             return
         stats = result.stats
         reg.update(job_id, n_requests=stats.n_requests, chunks_total=len(result.chunk_ids),
                    model=stats.model, endpoint=stats.endpoint, est_output_tokens=stats.max_output_tokens,
                    stats=dataclasses.asdict(stats))
         svc.queue(job_id).enqueue_many(list(result.chunk_ids))
-        reg.transition(job_id, S.PLANNING, lifecycle.can_transition)
         sized = (f"cut for {settings.ingest.target_chunk_s:.0f} s of work each on a replica making {result.sized_for_tokens_per_s:.0f} output tokens/s"
                  if result.sized_for_tokens_per_s else
                  f"sized for the reference {settings.ingest.reference_tokens_per_s:.0f} tokens/s: no feasible plan yet")
-        reg.add_event(job_id, "validated", f"{stats.n_requests} requests in {len(result.chunk_ids)} chunks ({sized})")
-        record = reg.get(job_id)
+        record = move(reg, job_id, S.PLANNING, f"{stats.n_requests} requests in {len(result.chunk_ids)} chunks ({sized})",
+                      kind="validated")
     if record.status is S.PLANNING:
         from orca.planner.types import JobStats
 
@@ -168,44 +146,14 @@ def _ingest_and_plan(svc, job_id: str) -> None:
         try:
             chosen, options = choose_plan(stats, deadline_s, record, settings, record.chunks_total)
         except PlanInfeasibleError as exc:
-            reg.transition(job_id, S.FAILED, lifecycle.can_transition, stamp="failed_at",
-                           message=f"planning failed: {exc}")
-            reg.add_event(job_id, "failed", str(exc))
+            move(reg, job_id, S.FAILED, str(exc), message=f"planning failed: {exc}")
             return
         launcher = record.launcher or settings.control.default_launcher
-        pool = pool_spec_for(chosen, launcher, settings)
-        reg.update(job_id, plan=chosen, pools=[pool], options=options)
-        reg.transition(job_id, S.IN_PROGRESS, lifecycle.can_transition, stamp="in_progress_at")
-        reg.add_event(job_id, "planned", f"{chosen['replicas']} x {chosen['gpu']} ({chosen['market']}, {launcher})",
-                      plan=chosen)
+        move(reg, job_id, S.IN_PROGRESS, f"{chosen['replicas']} x {chosen['gpu']} ({chosen['market']}, {launcher})",
+             kind="planned", plan=chosen, pools=[pool_for_plan(chosen, launcher, settings)], options=options)
 
 
 # -- assembly --------------------------------------------------------------
-def _unfinished_code(status: JobStatus) -> str | None:
-    """Error code for requests never run, by why the job ended (None: a completed job has none)."""
-    return {S.EXPIRED: "batch_expired", S.CANCELLED: "batch_cancelled", S.CANCELLING: "batch_cancelled",
-            S.FAILED: "batch_failed"}.get(status)
-
-
-def assemble_into(store: ObjectStore, record: JobRecord, queue: ChunkQueue, partial: bool) -> dict:
-    """Merge the committed chunk outputs of a job; returns {"completed": n, "failed": n}.
-
-    ``partial``: what is done so far, into the partial keys (unfinished requests left out; the
-    final files are untouched). Otherwise the final files, one line per request: requests never
-    run get an error line coded by why the job ended.
-    """
-    from orca.assembler import assemble
-
-    layout = JobLayout(record.id)
-    if partial:
-        result = assemble(store, record.id, queue.committed_generations(), queue.dead_chunks(), final=False,
-                          output_key=partial_key(layout, False), errors_key=partial_key(layout, True))
-    else:
-        result = assemble(store, record.id, queue.committed_generations(), queue.dead_chunks(), final=True,
-                          unfinished_code=_unfinished_code(record.status))
-    return {"completed": result.n_output, "failed": result.n_errors}
-
-
 def assemble_job(settings_json: str, job_id: str) -> None:
     """Assemble the final output and error files; a finalizing job becomes completed, a cancelling one cancelled.
 
@@ -229,25 +177,19 @@ def assemble_job(settings_json: str, job_id: str) -> None:
             reg.add_event(job_id, "assembled", f"{counts['completed']} output lines, {counts['failed']} error lines")
         record = reg.get(job_id)
         if record.status is S.FINALIZING:
-            reg.transition(job_id, S.COMPLETED, lifecycle.can_transition, stamp="completed_at")
-            reg.add_event(job_id, "completed", "job completed")
+            move(reg, job_id, S.COMPLETED, "job completed")
         elif record.status is S.CANCELLING:
-            reg.transition(job_id, S.CANCELLED, lifecycle.can_transition, stamp="cancelled_at")
-            reg.add_event(job_id, "cancelled", "job cancelled; partial results kept")
+            move(reg, job_id, S.CANCELLED, "job cancelled; partial results kept")
 
 
 # -- teardown --------------------------------------------------------------
 def teardown_job(settings_json: str, job_id: str) -> None:
     """Terminate every live replica of the job (safe to repeat)."""
-    from orca.control.controller import launcher_for_pool
-
     with _service(settings_json) as svc:
         reg = svc.registry
-        record = reg.get(job_id)
-        pools = {p["key"]: p for p in record.pools}
         live = [r for r in reg.replicas(job_id) if r.state.live]
-        launchers = {r.replica_id: launcher_for_pool(svc.settings, pools.get(r.pool) or {"launcher": r.launcher}, reg)
-                     for r in live}
+        lookup = Launchers(svc.settings, reg)
+        launchers = {r.replica_id: lookup(r.launcher) for r in live}
         errors = []
         for phase in ("drain", "terminate"):  # all get SIGTERM first, so their grace periods overlap
             for i, replica in enumerate(live):

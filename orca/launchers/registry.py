@@ -1,4 +1,4 @@
-"""Which launcher runs a pool: ``launcher_for(pool, settings)``.
+"""Which launcher runs a pool: ``launcher_for(pool, settings)`` (or by name: ``launcher_named``).
 
 ``PoolSpec.launcher`` names it: ``local``, ``skypilot``, ``modal`` or ``runpod``. One job may
 mix them (a spot pool plus a serverless burst pool); the controller never needs to know
@@ -40,13 +40,18 @@ def launcher_class(name: str) -> type[Launcher]:
 
 def launcher_for(pool: PoolSpec, settings: Settings | None = None) -> Launcher:
     """The (shared) launcher instance that runs ``pool``."""
+    return launcher_named(pool.launcher, settings)
+
+
+def launcher_named(name: str, settings: Settings | None = None) -> Launcher:
+    """The (shared) launcher instance called ``name`` (ConfigError if there is none)."""
     settings = settings or get_settings()
-    key = (pool.launcher, id(settings))
+    key = (name, id(settings))
     with _lock:
         held = _instances.get(key)
         if held is None:
-            cls = launcher_class(pool.launcher)
+            cls = launcher_class(name)
             # The local launcher reads several sections; the cloud launchers only their own.
-            launcher = cls(settings) if pool.launcher == "local" else cls(settings.launcher)
+            launcher = cls(settings) if name == "local" else cls(settings.launcher)
             held = _instances[key] = (settings, launcher)  # keeps settings alive, so its id stays unique
         return held[1]

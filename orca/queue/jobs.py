@@ -20,9 +20,10 @@ from typing import Any
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_jsonable_python
 
 from orca.errors import JobNotFoundError, JobStateError
-from orca.launchers.base import Replica
+from orca.fleet import Pool, Replica
 from orca.models import JobStatus
 from orca.queue import keys
 from orca.queue.connection import RedisConnection
@@ -60,7 +61,7 @@ class JobRecord(BaseModel):
     chunks_total: int = 0
     plan: dict | None = None
     options: list[dict] = Field(default_factory=list)
-    pools: list[dict] = Field(default_factory=list)
+    pools: list[Pool] = Field(default_factory=list)
     validation_errors: list[dict] = Field(default_factory=list)
     validation_error_count: int = 0
     output_available: bool = False
@@ -90,14 +91,7 @@ def hash_token(token: str) -> str:
 
 
 def _encode(fields: dict[str, Any]) -> dict[str, str]:
-    out = {}
-    for name, value in fields.items():
-        if isinstance(value, BaseModel):
-            value = value.model_dump(mode="json")
-        elif isinstance(value, JobStatus):
-            value = value.value
-        out[name] = json.dumps(value)
-    return out
+    return {name: json.dumps(to_jsonable_python(value)) for name, value in fields.items()}
 
 
 def _decode(raw: dict[str, str]) -> dict[str, Any]:
@@ -206,12 +200,14 @@ class JobRegistry:
         allowed: Callable[[JobStatus, JobStatus], bool],
         stamp: str | None = None,
         now: float | None = None,
+        event: tuple[str, str] | None = None,
         **fields: Any,
     ) -> JobRecord:
         """Atomically move a job to ``target`` if ``allowed(current, target)``; else JobStateError.
 
-        ``stamp`` names a timestamp attribute set to ``now``; ``fields`` are set in the same
-        transaction. A concurrent status change makes the transaction retry on the new status.
+        ``stamp`` names a timestamp attribute set to ``now``; ``fields`` are set and ``event``
+        (kind, message) is logged in the same transaction, so a status never changes without its
+        event. A concurrent status change makes the transaction retry on the new status.
         """
         meta = keys.job_meta(job_id)
         when = time.time() if now is None else now
@@ -234,6 +230,8 @@ class JobRegistry:
                             )
                         pipe.multi()
                         pipe.hset(meta, mapping=_encode({"status": target, **extra}))
+                        if event is not None:
+                            self._push_event(pipe, job_id, event[0], event[1], when)
                         pipe.execute()
                         return
                     except redis.WatchError:
@@ -321,16 +319,18 @@ class JobRegistry:
 
     # -- events ---------------------------------------------------------
     def add_event(self, job_id: str, kind: str, message: str, **data: Any) -> None:
-        event = json.dumps({"t": time.time(), "kind": kind, "message": message, **data}, default=str)
-        cap = self.settings.control.max_events
-
         def write() -> None:
             pipe = self._r.pipeline(transaction=True)
-            pipe.rpush(keys.job_events(job_id), event)
-            pipe.ltrim(keys.job_events(job_id), -cap, -1)
+            self._push_event(pipe, job_id, kind, message, time.time(), **data)
             pipe.execute()
 
         self._conn.call(write)
+
+    def _push_event(self, pipe: Any, job_id: str, kind: str, message: str, when: float, **data: Any) -> None:
+        """Queue the writes of one capped event on ``pipe``."""
+        event = json.dumps({"t": when, "kind": kind, "message": message, **data}, default=str)
+        pipe.rpush(keys.job_events(job_id), event)
+        pipe.ltrim(keys.job_events(job_id), -self.settings.control.max_events, -1)
 
     def events(self, job_id: str) -> list[dict]:
         raw = self._conn.call(lambda: self._r.lrange(keys.job_events(job_id), 0, -1))

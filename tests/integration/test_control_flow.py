@@ -50,7 +50,7 @@ def env(redis_url: str, tmp_path):
     for job_id in svc.registry.job_ids():  # never leave workers behind
         for r in svc.registry.replicas(job_id):
             if r.state.live:
-                controller.launcher({"launcher": "local"}).terminate(r)
+                controller.launcher("local").terminate(r)
     svc.close()
 
 
@@ -231,9 +231,7 @@ def test_a_lost_workers_chunks_are_reclaimed_without_waiting_for_the_lease(redis
 
     settings = flow_settings(redis_url, tmp_path, lease_s=60)
     svc = OrcaService.from_settings(settings, synchronous=True)
-    controller = Controller(svc)
-    if preempted:
-        controller._launchers["local"] = PreemptedLauncher(settings)
+    controller = Controller(svc, launchers={"local": PreemptedLauncher(settings)} if preempted else None)
     try:
         client = TestClient(create_app(svc))
         client.headers["authorization"] = f"Bearer {svc.registry.create_token('alice')}"
@@ -262,5 +260,5 @@ def test_a_lost_workers_chunks_are_reclaimed_without_waiting_for_the_lease(redis
     finally:
         for r in svc.registry.replicas(job["id"]):
             if r.state.live:
-                controller.launcher({"launcher": "local"}).terminate(r)
+                controller.launcher("local").terminate(r)
         svc.close()

@@ -7,10 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from orca.control.pools import catalog_price, swap_pool
 from orca.control.swap import (DrainQueue, DrainReplicas, SetPoolState, SwapManager, SwapObservation, SwapPhase,
-                               SwapState, TerminateReplicas, UndrainQueue, catalog_price, new_pool_for, swap_step)
+                               SwapState, TerminateReplicas, UndrainQueue, swap_step)
 from orca.errors import JobStateError
-from orca.launchers.base import Replica, ReplicaState
+from orca.fleet import Pool, Replica, ReplicaState
 from orca.models import JobStatus
 from orca.queue import ChunkState, MemoryChunkQueue, MemoryQueueServer
 from orca.settings import LauncherSettings, Settings
@@ -100,21 +101,22 @@ def test_new_pool_for_a_cloud_swap_prices_from_the_catalog():
                                                                SimpleNamespace(region="us-west-2", spot=4.0, on_demand=8.0)]),
                    SimpleNamespace(gpu="H100", gpus=8, prices=[SimpleNamespace(region="us-east-1", spot=1.0, on_demand=2.0)])],
         serverless=[SimpleNamespace(provider="modal", gpu_hour={"H100": 4.5})])
-    old = {"key": "A100-tp1-pp1-spot", "launcher": "skypilot", "engine": "vllm", "engine_args": {"max_model_len": "8192"}}
-    new = new_pool_for(old, "H100", 2, 1, "spot", None, Settings(), catalog)
-    assert new["key"] == "H100-tp2-pp1-spot" and new["gpus_per_replica"] == 2 and new["state"] == "active"
-    assert new["price_per_replica_hour"] == 4.0 and new["engine_args"] == {"max_model_len": "8192"}
+    old = Pool(key="A100-tp1-pp1-spot", launcher="skypilot", gpu="A100", engine="vllm", engine_args={"max_model_len": "8192"})
+    new = swap_pool(old, "H100", 2, 1, "spot", None, Settings(), catalog)
+    assert new.key == "H100-tp2-pp1-spot" and new.gpus_per_replica == 2 and new.active
+    assert new.price_per_replica_hour == 4.0 and new.engine_args == {"max_model_len": "8192"}
     assert catalog_price(catalog, "skypilot", "H100", 2, "on_demand", "us-east-1") == 9.0
-    burst = new_pool_for(old, "H100", 1, 1, "spot", "modal", Settings(), catalog)
-    assert burst["market"] == "serverless" and burst["price_per_replica_hour"] == 4.5
+    burst = swap_pool(old, "H100", 1, 1, "spot", "modal", Settings(), catalog)
+    assert burst.market == "serverless" and burst.price_per_replica_hour == 4.5
 
 
 def test_new_local_pool_takes_its_engine_profile_from_settings():
     settings = Settings(launcher=LauncherSettings(local_swap_profiles={"fast": {"fake_latency_s": "0.01"}}))
-    old = {"key": "cpu-tp1-pp1-local", "launcher": "local", "engine": "fake", "engine_args": {"fake_latency_s": "0.5", "fake_slots": "4"}}
-    new = new_pool_for(old, "fast", 1, 1, "spot", None, settings)
-    assert new["key"] == "fast-tp1-pp1-local" and new["market"] == "local" and new["price_per_replica_hour"] == 0.0
-    assert new["engine_args"] == {"fake_latency_s": "0.01", "fake_slots": "4"}
+    old = Pool(key="cpu-tp1-pp1-local", launcher="local", gpu="cpu", engine="fake",
+               engine_args={"fake_latency_s": "0.5", "fake_slots": "4"})
+    new = swap_pool(old, "fast", 1, 1, "spot", None, settings)
+    assert new.key == "fast-tp1-pp1-local" and new.market == "local" and new.price_per_replica_hour == 0.0
+    assert new.engine_args == {"fake_latency_s": "0.01", "fake_slots": "4"}
 
 
 # -- the manager ----------------------------------------------------------------------
@@ -151,7 +153,7 @@ class FakeRegistry:
 
 
 def _copy(ns):
-    return SimpleNamespace(**{k: (list(map(dict, v)) if isinstance(v, list) else v) for k, v in vars(ns).items()})
+    return SimpleNamespace(**{k: (list(v) if isinstance(v, list) else v) for k, v in vars(ns).items()})
 
 
 class RecordingLauncher:
@@ -172,8 +174,7 @@ class RecordingLauncher:
 @pytest.fixture
 def rig():
     record = SimpleNamespace(id="job_1", status=JobStatus.IN_PROGRESS, plan={"replicas": 2}, swaps=[],
-                             pools=[{"key": "cpu-tp1-pp1-local", "launcher": "local", "engine": "fake",
-                                     "engine_args": {}, "state": "active"}])
+                             pools=[Pool(key="cpu-tp1-pp1-local", launcher="local", gpu="cpu", engine="fake")])
     registry = FakeRegistry(record)
     for i in (1, 2):
         registry.put_replica(Replica(replica_id=f"old-{i}", job_id="job_1", pool="cpu-tp1-pp1-local", launcher="local",
@@ -196,9 +197,9 @@ def _request(**kw):
 def test_manager_swap_start_drain_and_finish(rig):
     swap = rig.manager.request(rig.record, _request())
     assert swap.state is SwapPhase.LAUNCHING and swap.to_pool == "fast-tp1-pp1-local"
-    pools = {p["key"]: p for p in rig.record.pools}
-    assert pools["fast-tp1-pp1-local"]["state"] == "active" and pools["fast-tp1-pp1-local"]["target"] == 2
-    assert pools["cpu-tp1-pp1-local"]["target"] == 2
+    pools = {p.key: p for p in rig.record.pools}
+    assert pools["fast-tp1-pp1-local"].active and pools["fast-tp1-pp1-local"].target == 2
+    assert pools["cpu-tp1-pp1-local"].target == 2
 
     # the controller launched the new pool; it claimed a chunk but has not completed one
     rig.registry.put_replica(Replica(replica_id="new-1", job_id="job_1", pool="fast-tp1-pp1-local", launcher="local",
@@ -214,7 +215,7 @@ def test_manager_swap_start_drain_and_finish(rig):
     assert swap.state is SwapPhase.DRAINING
     assert sorted(rig.launcher.calls) == [("drain", "old-1"), ("drain", "old-2")]
     assert rig.queue.claim("old-1", "cpu-tp1-pp1-local") == []  # drained pool gets nothing
-    assert {p["key"]: p["state"] for p in rig.record.pools}["cpu-tp1-pp1-local"] == "draining"
+    assert {p.key: p.state for p in rig.record.pools}["cpu-tp1-pp1-local"] == "draining"
 
     rig.clock.t = 1069.0
     assert rig.manager.tick(rig.record).state is SwapPhase.DRAINING
@@ -224,7 +225,7 @@ def test_manager_swap_start_drain_and_finish(rig):
     assert ("terminate", "old-1") in rig.launcher.calls
     old_chunk = rig.queue.chunk(old_lease.chunk_id)  # what the terminated worker held is back in the queue, uncharged
     assert (old_chunk.state, old_chunk.attempts) == (ChunkState.PENDING, 0)
-    assert {p["key"]: p["state"] for p in rig.record.pools}["cpu-tp1-pp1-local"] == "drained"
+    assert {p.key: p.state for p in rig.record.pools}["cpu-tp1-pp1-local"] == "drained"
     assert rig.record.swaps[-1]["state"] == "done" and set(rig.record.swaps[-1]["cost_usd"]) == {
         "cpu-tp1-pp1-local", "fast-tp1-pp1-local"}
     kinds = [k for k, _ in rig.registry.events]
@@ -241,7 +242,7 @@ def test_manager_cancel_backs_out(rig):
     assert swap.state is SwapPhase.CANCELLED
     assert rig.launcher.calls == [("terminate", "new-1")]
     assert rig.queue.claim("old-1", "cpu-tp1-pp1-local")  # undrained
-    states = {p["key"]: p["state"] for p in rig.record.pools}
+    states = {p.key: p.state for p in rig.record.pools}
     assert states == {"cpu-tp1-pp1-local": "active", "fast-tp1-pp1-local": "cancelled"}
     with pytest.raises(JobStateError):
         rig.manager.request(rig.record, _request(cancel=True))
@@ -271,7 +272,7 @@ def test_job_leaving_in_progress_closes_the_swap_without_acting(rig):
     swap = rig.manager.tick(rig.record)
     assert swap.state is SwapPhase.CANCELLED and "left in_progress" in swap.reason
     assert rig.launcher.calls == []
-    states = {p["key"]: p["state"] for p in rig.record.pools}
+    states = {p.key: p.state for p in rig.record.pools}
     assert states == {"cpu-tp1-pp1-local": "active", "fast-tp1-pp1-local": "cancelled"}
 
 
@@ -285,6 +286,6 @@ def test_job_finishing_mid_drain_marks_the_old_pool_drained(rig):
     swap = rig.manager.tick(rig.record)
     assert swap.state is SwapPhase.DONE and "left in_progress" in swap.reason
     assert rig.launcher.calls == calls  # the job's teardown stops replicas, not the swap
-    states = {p["key"]: p["state"] for p in rig.record.pools}
+    states = {p.key: p.state for p in rig.record.pools}
     assert states == {"cpu-tp1-pp1-local": "drained", "fast-tp1-pp1-local": "active"}
     assert [k for k, _ in rig.registry.events][-1] == "swap_done"
