@@ -18,17 +18,14 @@ from rq.job import Job, JobStatus as RQStatus
 
 from orca.errors import QueueError, QueueUnavailableError
 from orca.queue import keys
+from orca.queue.connection import connect
 from orca.settings import Settings
 
 _PENDING = {RQStatus.QUEUED, RQStatus.STARTED, RQStatus.SCHEDULED, RQStatus.DEFERRED}
 
 
 def _client(redis_url: str, settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(
-        redis_url,
-        socket_timeout=settings.queue.socket_timeout_s,
-        socket_connect_timeout=settings.queue.socket_timeout_s,
-    )
+    return connect(redis_url, settings.queue, decode=False)
 
 
 class Background:

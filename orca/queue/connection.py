@@ -1,7 +1,9 @@
 """The one place orca builds a Redis client, loads its Lua scripts and retries calls.
 
 * ``connect(url, settings)`` builds a client with the socket timeout from settings and
-  redis-py's own retry switched off: tenacity here is the only retry layer.
+  redis-py's own retry switched off: tenacity here is the only retry layer. Every client of
+  one process shares one connection pool per (URL, timeout, decoding): a job's queue, the job
+  registry and the background steps are cheap views over it, made and dropped freely.
 * ``RedisConnection.script(name)`` runs ``orca/queue/scripts/<name>.lua`` by EVALSHA,
   loading it on NOSCRIPT (redis-py ``register_script``), so a restarted Redis that lost
   its script cache is served transparently.
@@ -13,6 +15,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Sequence
 from functools import cache
 from importlib import resources
@@ -37,18 +41,30 @@ def script_source(name: str) -> str:
     return resources.files("orca.queue").joinpath("scripts", f"{name}.lua").read_text()
 
 
-def connect(url: str, settings: QueueSettings) -> redis.Redis:
-    """A client for ``url`` (str replies, settings' socket timeout, no hidden retries)."""
-    try:
-        return redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=settings.socket_timeout_s,
-            socket_connect_timeout=settings.socket_timeout_s,
-            retry=Retry(NoBackoff(), 0),
-        )
-    except ValueError as exc:  # malformed URL
-        raise QueueError("invalid Redis URL", url=url, reason=str(exc)) from exc
+_pools: dict[tuple, redis.ConnectionPool] = {}
+_pools_lock = threading.Lock()
+
+
+def shared_pool(url: str, settings: QueueSettings, decode: bool = True) -> redis.ConnectionPool:
+    """This process's connection pool for ``url`` (one per timeout and decoding; a forked child gets its own)."""
+    key = (os.getpid(), url, settings.socket_timeout_s, decode)
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            try:
+                pool = redis.ConnectionPool.from_url(
+                    url, decode_responses=decode, socket_timeout=settings.socket_timeout_s,
+                    socket_connect_timeout=settings.socket_timeout_s, retry=Retry(NoBackoff(), 0))
+            except ValueError as exc:  # malformed URL
+                raise QueueError("invalid Redis URL", url=url, reason=str(exc)) from exc
+            _pools[key] = pool
+        return pool
+
+
+def connect(url: str, settings: QueueSettings, decode: bool = True) -> redis.Redis:
+    """A client for ``url`` over the process's shared pool (str replies unless ``decode`` is off,
+    settings' socket timeout, no hidden retries). Closing it leaves the pool open."""
+    return redis.Redis(connection_pool=shared_pool(url, settings, decode))
 
 
 def _translate(exc: redis.RedisError, url: str) -> QueueError:
@@ -104,4 +120,5 @@ class RedisConnection:
         return self.call(lambda: script(keys=list(keys), args=list(args)))
 
     def close(self) -> None:
+        """Give this client's connection back to the shared pool (the pool stays open)."""
         self.client.close()
