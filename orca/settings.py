@@ -108,8 +108,6 @@ class ControlSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Control plane bind address: loopback unless the user opens it.")
     port: int = Field(8765, description="Control plane port.")
     tick_s: float = Field(2.0, description="Controller loop period: progress, scaling and assembly checks.")
-    server_start_timeout_s: float = Field(60.0, description="Time the CLI waits for an embedded control plane to answer.")
-    assemble_partial_every_s: float = Field(60.0, description="Partial results refresh period while a job runs.")
     http_timeout_s: float = Field(30.0, description="Client-side HTTP timeout for API calls.")
     default_launcher: str = Field("local", description="Launcher for jobs that name none: the embedded default runs workers on this machine.")
     default_user: str = Field("local", description="User the embedded stack creates a token for on first start.")
