@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
 from orca.queue.embedded import EmbeddedRedis
 
 _db_numbers = itertools.cycle(range(1, 16))
+T = TypeVar("T")
+
+
+def wait_until(pred: Callable[[], T], timeout_s: float = 10.0, what: str = "the condition", interval_s: float = 0.02) -> T:
+    """Call ``pred`` until it returns something truthy, and return that; AssertionError naming ``what``
+    after ``timeout_s``. Tests wait on events through this, never on fixed sleeps."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(interval_s)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import pytest
 
 from orca.launchers.local import process_start_time
 from orca.worker.engines.tether import main as tether_main
+from tests.conftest import wait_until
 
 OWNER = """
 import sys, time
@@ -25,15 +26,6 @@ time.sleep(600)
 """
 
 
-def wait_gone(pid: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process_start_time(pid) is None:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_engine_of_a_killed_worker_stops():
     owner = subprocess.Popen([sys.executable, "-c", OWNER], stdout=subprocess.PIPE, text=True)
     engine_pid = None
@@ -42,7 +34,7 @@ def test_engine_of_a_killed_worker_stops():
         assert process_start_time(engine_pid) is not None
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait(10)
-        assert wait_gone(engine_pid), "the engine outlived its killed worker"
+        wait_until(lambda: process_start_time(engine_pid) is None, 10, "the engine to die with its killed worker")
     finally:
         owner.kill()
         if engine_pid is not None and process_start_time(engine_pid) is not None:

@@ -10,14 +10,8 @@ from orca.queue import ChunkQueue, ChunkState
 from orca.storage import open_store
 from orca.storage.layout import JobLayout
 from orca.worker.engines.fake_server import FakeOpenAIServer
+from tests.conftest import wait_until
 from tests.fakes.worker_job import read_committed, request, spawn_worker, write_chunks
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def chunks_of(n_chunks: int, per_chunk: int, delay_s: float) -> list[list[dict]]:
@@ -36,7 +30,7 @@ def test_sigterm_releases_the_chunk_without_charging_an_attempt_and_exits_0(redi
         proc = spawn_worker(job, redis_url, store_url, "w-term", "--engine", "external", "--engine-url", fake.url,
                             "--max-concurrency", "4", env={"ORCA_WORKER__DRAIN_GRACE_S": "0.5"}, log_dir=tmp_path)
         try:
-            wait_for(lambda: fake.stats.in_flight == 4, 30, "the chunk's requests to reach the engine")
+            wait_until(lambda: fake.stats.in_flight == 4, 30, "the chunk's requests to reach the engine")
             assert queue.chunk(chunk_id).state is ChunkState.LEASED
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(15) == 0
@@ -60,7 +54,7 @@ def test_kill_9_mid_chunk_another_worker_finishes_it_after_the_lease_expires(red
         victim = spawn_worker(job, redis_url, store_url, "w-victim", "--engine", "external", "--engine-url", fake.url,
                               "--max-concurrency", "4", env=env, log_dir=tmp_path)
         try:
-            wait_for(lambda: fake.stats.in_flight > 0, 30, "the victim's requests to reach the engine")
+            wait_until(lambda: fake.stats.in_flight > 0, 30, "the victim's requests to reach the engine")
             victim.kill()  # SIGKILL: no release, no cleanup
             assert victim.wait(10) == -signal.SIGKILL
         finally:

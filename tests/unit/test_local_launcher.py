@@ -13,6 +13,7 @@ import pytest
 from orca.launchers.base import PoolSpec, ReplicaState, WorkerEnv
 from orca.launchers.local import LocalLauncher, process_start_time, worker_command, worker_settings_env
 from orca.settings import EngineSettings, LauncherSettings, QueueSettings, Settings
+from tests.conftest import wait_until
 
 ENV = WorkerEnv(job_id="batch_t", redis_url="redis://127.0.0.1:1/0", store_url="file:///tmp/x", model="m")
 POOL = PoolSpec(key="cpu-tp1-pp1-local", launcher="local", gpu="cpu", engine="fake", engine_args={"fake_latency_s": "0.01"})
@@ -44,13 +45,7 @@ def launcher(tmp_path: Path, fake_python: str, report=None, grace: float = 5.0) 
 
 
 def wait_state(l: LocalLauncher, replica, states, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        replica = l.poll(replica)
-        if replica.state in states:
-            return replica
-        time.sleep(0.05)
-    raise AssertionError(f"replica stuck in {replica.state}")
+    return wait_until(lambda: (r := l.poll(replica)).state in states and r, timeout, f"{replica.replica_id} to reach {states}")
 
 
 def test_worker_command_carries_engine_and_burst() -> None:

@@ -17,6 +17,7 @@ from orca.worker.engines import EngineSpec
 from orca.worker.engines.external import ExternalEngine
 from orca.worker.engines.fake_server import FakeOpenAIServer
 from orca.worker.worker import StopReason, Worker
+from tests.conftest import wait_until
 
 JOB = "job-loop"
 LAYOUT = JobLayout(JOB)
@@ -61,13 +62,6 @@ def run_in_thread(worker: Worker) -> tuple[threading.Thread, list[StopReason]]:
     t = threading.Thread(target=lambda: result.append(asyncio.run(worker.run())))
     t.start()
     return t, result
-
-
-def wait_until(pred, timeout_s: float = 5.0) -> None:
-    """Poll ``pred`` until it holds or ``timeout_s`` passes (the assertion after the wait says what was expected)."""
-    deadline = time.monotonic() + timeout_s
-    while not pred() and time.monotonic() < deadline:
-        time.sleep(0.01)
 
 
 @pytest.fixture
