@@ -11,14 +11,20 @@ from typing import Literal
 import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
-Url = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
+Url = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"]
 
-# The body field that carries the prompt for each endpoint, and whether it must be a JSON array.
+# The body field that carries the prompt for each endpoint (chat: a non-empty array; responses:
+# a non-empty string or a non-empty array of input items).
 PROMPT_FIELD: dict[str, str] = {
     "/v1/chat/completions": "messages",
     "/v1/completions": "prompt",
     "/v1/embeddings": "input",
+    "/v1/responses": "input",
 }
+
+#: The Responses endpoint caps output with ``max_output_tokens``; the others with ``max_tokens``
+#: (chat also ``max_completion_tokens``).
+RESPONSES = "/v1/responses"
 
 
 class StrictBody(msgspec.Struct):
@@ -28,6 +34,7 @@ class StrictBody(msgspec.Struct):
     input: Raw | UnsetType = UNSET
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
+    max_output_tokens: int | None = None
 
 
 class StrictLine(msgspec.Struct):
@@ -46,6 +53,7 @@ class LooseBody(msgspec.Struct):
     input: Raw | UnsetType = UNSET
     max_tokens: object = None
     max_completion_tokens: object = None
+    max_output_tokens: object = None
 
 
 class LooseLine(msgspec.Struct):

@@ -114,6 +114,7 @@ class _Scanner:
         endpoint, model_ref = r.endpoint, (self.model_override or r.model)
         field_name = R.PROMPT_FIELD.get(r.endpoint or "", "")
         chat = field_name == "messages"
+        resp = r.endpoint == R.RESPONSES
         default_out = 0 if r.endpoint == "/v1/embeddings" else self.default_out
         inv_cpt, prefix, unset = self.inv_cpt, self.prefix, R.UNSET
         lines_app, ends_app, ptok_app = self.lines.append, self.ends.append, self.ptok.append
@@ -142,10 +143,12 @@ class _Scanner:
                     b = rec.body
                     if fast and rec.url == endpoint and rec.custom_id and (b.model == model_ref or self.model_override):
                         raw = getattr(b, field_name)
-                        out = b.max_tokens if b.max_tokens is not None else b.max_completion_tokens
+                        out = (b.max_output_tokens if resp else
+                               b.max_tokens if b.max_tokens is not None else b.max_completion_tokens)
                         if raw is not unset and (out is None or out >= 0):
                             prompt = memoryview(raw)
-                            if not chat or (prompt[0] == 0x5B and len(prompt) > 2):
+                            if ((not chat or (prompt[0] == 0x5B and len(prompt) > 2))
+                                    and (not resp or (prompt[0] in (0x5B, 0x22) and len(prompt) > 2))):
                                 lines_app(n)
                                 ends_app(end)
                                 ptok_app(int(len(prompt) * inv_cpt) + 1)
@@ -154,11 +157,12 @@ class _Scanner:
                                 ids_app(hash(rec.custom_id))
                                 continue
                     self.line_no = n
-                    self.accept(end, rec.custom_id, rec.url, b.model, b, b.max_tokens, b.max_completion_tokens)
+                    self.accept(end, rec.custom_id, rec.url, b.model, b)
                     fast = r.error_count == 0 and not self.allow_multi and r.endpoint is not None
                     endpoint, model_ref = r.endpoint, (self.model_override or r.model)
                     field_name = R.PROMPT_FIELD.get(r.endpoint or "", "")
                     chat = field_name == "messages"
+                    resp = r.endpoint == R.RESPONSES
                     default_out = 0 if r.endpoint == "/v1/embeddings" else self.default_out
                     continue
             self.line_no = n
@@ -167,7 +171,7 @@ class _Scanner:
         self.line_no = n
 
     # -- one line ---------------------------------------------------------
-    def accept(self, end: int, custom_id: str, url: str, model, body, max_tokens, max_completion_tokens) -> None:
+    def accept(self, end: int, custom_id: str, url: str, model, body) -> None:
         """Checks the strict shape cannot express, then record the request's estimates."""
         n = self.line_no
         r = self.result
@@ -185,6 +189,9 @@ class _Scanner:
         prompt = memoryview(raw)
         if field_name == "messages" and (prompt[0] != 0x5B or len(prompt) < 3):  # a non-empty JSON array
             return self.error("invalid_body", n, "body.messages must be a non-empty array", "body.messages")
+        if url == R.RESPONSES and (prompt[0] not in (0x5B, 0x22) or len(prompt) < 3):
+            return self.error("invalid_body", n, "body.input must be a non-empty string or a non-empty array of input items",
+                              "body.input")
         if self.model_override is None:
             if model is R.UNSET:
                 return self.error("missing_required_parameter", n, "body.model is required", "body.model")
@@ -196,11 +203,15 @@ class _Scanner:
                 elif not self.allow_multi:
                     return self.error("model_mismatch", n, f"model {model!r} differs from the file's model {r.model!r}; "
                                       "one model per file unless multiple models are allowed", "body.model")
-        out = max_tokens if max_tokens is not None else max_completion_tokens
+        if url == R.RESPONSES:
+            out, name = body.max_output_tokens, "max_output_tokens"
+        elif body.max_tokens is not None:
+            out, name = body.max_tokens, "max_tokens"
+        else:
+            out, name = body.max_completion_tokens, "max_completion_tokens"
         if out is None:
             out = 0 if url == "/v1/embeddings" else self.default_out
         elif type(out) is not int or out < 0:
-            name = "max_tokens" if max_tokens is not None else "max_completion_tokens"
             return self.error("invalid_body", n, f"body.{name} must be a non-negative integer", f"body.{name}")
         if r.error_count:
             # The file is already invalid: keep only what duplicate detection needs.
@@ -249,7 +260,7 @@ class _Scanner:
             body = R.loose_body_decoder.decode(rec.body)
         except R.DecodeError:
             return self.error("invalid_body", n, "body must be a JSON object", "body")
-        self.accept(end, rec.custom_id, rec.url, body.model, body, body.max_tokens, body.max_completion_tokens)
+        self.accept(end, rec.custom_id, rec.url, body.model, body)
 
     # -- end of file --------------------------------------------------------
     def finish(self, path: str, size: int) -> ScanResult:

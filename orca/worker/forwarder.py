@@ -1,6 +1,9 @@
 """Send one batch request to the engine and turn the outcome into an output line.
 
-Each request's ``body`` goes verbatim to its ``url`` on the engine. Concurrency
+Each request's ``body`` goes verbatim to its ``url`` on the engine; a ``/v1/responses`` request
+to an engine that does not serve that endpoint goes through the chat completions adapter
+(``orca.worker.responses_adapter``), and a request it cannot translate becomes an error line
+(status 400, the field named) without reaching the engine. Concurrency
 is bounded by one semaphore shared by every chunk of the worker, so chunk k+1's
 requests take slots the moment chunk k's last requests are in flight.
 Transient failures (connection errors, timeouts, 429, 5xx) are retried with
@@ -21,6 +24,7 @@ from orca.settings import EngineSettings, WorkerSettings
 from orca.worker.engines.base import Engine
 from orca.worker.meter import Meter
 from orca.worker.output import RequestLine, error_line, output_id, success_line
+from orca.worker.responses_adapter import CHAT, RESPONSES, Untranslatable, from_chat, to_chat
 
 
 def _is_transient(status: int) -> bool:
@@ -101,8 +105,16 @@ class Forwarder:
         started[0] = True
         held = True
         line_id = output_id(self.job_id, chunk_id, req.index)
-        url = self.engine.url_for(req.url)
-        content = json.dumps(req.body).encode()
+        adapt = req.url == RESPONSES and not self.engine.serves_responses
+        try:
+            body = to_chat(req.body) if adapt else req.body
+        except Untranslatable as e:
+            self.slots.release()
+            error = {"message": e.message, "type": "invalid_request_error", "param": e.param, "code": e.code}
+            return self._final(line_id, req, _Attempt(status=400, body={"error": error}, request_id=line_id,
+                                                      error_code=e.code, error_message=e.message))
+        url = self.engine.url_for(CHAT if adapt else req.url)
+        content = json.dumps(body).encode()
         attempt_no = 0
         while True:
             if not held:
@@ -114,6 +126,8 @@ class Forwarder:
                 self.slots.release()
                 held = False
             if att.status is not None and not _is_transient(att.status):
+                if adapt and att.status == 200 and isinstance(att.body, dict):
+                    att.body = from_chat(att.body, req.body, "resp_" + line_id.removeprefix("batch_req_"))
                 return self._final(line_id, req, att)
             if att.status is None and self.engine.ready:
                 # A connection dropped by a dying engine can arrive a moment before its process

@@ -10,6 +10,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from orca.usage import TokenUsage
+
 
 @dataclass(frozen=True)
 class MeterSnapshot:
@@ -58,8 +60,9 @@ class Meter:
             if not ok:
                 self._errors += 1
             if usage:
-                self._prompt += int(usage.get("prompt_tokens") or 0)
-                self._completion += int(usage.get("completion_tokens") or 0)
+                tokens = TokenUsage.of(usage)  # chat/completions or Responses naming
+                self._prompt += tokens.input_tokens
+                self._completion += tokens.output_tokens
 
     def snapshot(self) -> MeterSnapshot:
         with self._lock:

@@ -39,6 +39,9 @@ class Engine(ABC):
     """An OpenAI-compatible server the worker forwards requests to."""
 
     kind: str = ""
+    #: Whether the server answers ``/v1/responses`` itself; if not, the worker adapts those requests to
+    #: chat completions (``orca.worker.responses_adapter``).
+    serves_responses: bool = True
 
     @abstractmethod
     def start(self) -> None:

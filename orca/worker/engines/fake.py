@@ -11,6 +11,7 @@ from orca.worker.engines.spec import EngineSpec
 
 class FakeEngine(SubprocessEngine):
     kind = "fake"
+    serves_responses = False  # chat completions, completions and embeddings only
 
     def __init__(self, spec: EngineSpec, settings: EngineSettings) -> None:
         super().__init__(settings)

@@ -52,6 +52,7 @@ def llamacpp_command(spec: EngineSpec, port: int, settings: EngineSettings, mode
 
 class LlamaCppEngine(SubprocessEngine):
     kind = "llamacpp"
+    serves_responses = False  # chat completions, completions and embeddings only
 
     def __init__(self, spec: EngineSpec, settings: EngineSettings) -> None:
         super().__init__(settings)
