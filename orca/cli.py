@@ -179,6 +179,10 @@ def submit_cmd(
         if not sep or not key:
             raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--metadata")
         meta[key] = value
+    from orca.metadata import metadata_issues
+
+    if issues := metadata_issues(meta, get_settings().control):  # OpenAI's limits, before anything is uploaded
+        raise typer.BadParameter(issues[0].message, param_hint="--metadata")
     if output is not None and not wait:
         raise typer.BadParameter("--output needs --wait (or use `orca results JOB -o FILE`)", param_hint="--output")
     if validate:

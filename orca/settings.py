@@ -121,7 +121,20 @@ class ControlSettings(BaseModel):
     upload_progress_min_mb: float = Field(32.0, description="Smallest input file `submit` shows an upload progress bar for: smaller ones upload in seconds even to a remote server.")
     wait_poll_s: float = Field(1.0, description="Status poll period of `orca submit --wait` and Job.wait(): progress looks live, one cheap GET a second.")
     list_limit: int = Field(20, description="Jobs shown by `orca list` and `orca status` without a job id (OpenAI's default page size).")
-    openai_max_page: int = Field(100, description="Largest `limit` of the OpenAI-compatible list endpoints (OpenAI's own maximum).")
+    openai_max_page: int = Field(100, description="Largest `limit` of the OpenAI-compatible batch list (OpenAI's own maximum).")
+    openai_max_file_page: int = Field(10_000, description="Largest `limit` (and the default) of the OpenAI-compatible file list (OpenAI's own).")
+    metadata_max_keys: int = Field(16, description="Most metadata pairs on a job or batch (OpenAI's limit).")
+    metadata_max_key_chars: int = Field(64, description="Longest metadata key (OpenAI's limit).")
+    metadata_max_value_chars: int = Field(512, description="Longest metadata value (OpenAI's limit).")
+
+
+class RetentionSettings(BaseModel):
+    every_s: float = Field(60.0, description="Controller's retention step period: expired files go within a minute of their expires_at.")
+    batch_file_s: int = Field(30 * 86400, description="Default expiry of uploaded batch input files (OpenAI's: 30 days); 0 keeps them until deleted.")
+    output_file_s: int = Field(30 * 86400, description="Default expiry of batch output and error files, so the local store does not grow without bound (OpenAI keeps them until deleted); 0 keeps them.")
+    min_expires_after_s: int = Field(3600, description="Shortest expires_after/output_expires_after a user may ask for (OpenAI's bound: 1 hour); tests lower it.")
+    max_expires_after_s: int = Field(2_592_000, description="Longest expires_after/output_expires_after a user may ask for (OpenAI's bound: 30 days).")
+    batch_size: int = Field(1000, description="Expired files deleted per retention step: one step stays short even after a long outage.")
 
 
 class LauncherSettings(BaseModel):
@@ -170,6 +183,7 @@ class Settings(BaseSettings):
     planner: PlannerSettings = PlannerSettings()
     control: ControlSettings = ControlSettings()
     launcher: LauncherSettings = LauncherSettings()
+    retention: RetentionSettings = RetentionSettings()
 
 
 @lru_cache(maxsize=1)

@@ -24,6 +24,7 @@ import time
 import uuid
 
 from orca.control.pools import Launchers, pool_for_plan
+from orca.control.retention import Retention
 from orca.control.service import OrcaService
 from orca.control.swap import SwapManager
 from orca.control.transitions import move
@@ -49,6 +50,7 @@ class Controller:
         self.launcher = Launchers(self.settings, self.registry, overrides=launchers)
         self._last_reap: dict[str, float] = {}
         self._settled: set[str] = set()
+        self.retention = Retention(service)  # deletes expired files every retention.every_s
 
     # -- loop -----------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -65,6 +67,7 @@ class Controller:
             stop.wait(max(0.0, self.settings.control.tick_s - (time.monotonic() - started)))
 
     def tick(self) -> None:
+        self.retention.tick()
         for job_id in self.registry.job_ids():
             if job_id in self._settled:
                 continue

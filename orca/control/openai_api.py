@@ -1,19 +1,23 @@
 """OpenAI-compatible ``/v1/files`` and ``/v1/batches``, so OpenAI Batch client code runs on orca by
 changing its base URL. Shapes follow OpenAI's File and Batch objects:
 
-    POST   /v1/files                  multipart file=<jsonl>, purpose=batch      -> File
-    GET    /v1/files[?purpose&limit&after&order]                                 -> list of File
+    POST   /v1/files                  multipart file=<jsonl>, purpose=batch, expires_after[anchor|seconds] -> File
+    GET    /v1/files[?purpose&limit&after&order]   limit 1..10000 (default 10000) -> list of File
     GET    /v1/files/{id}                                                        -> File
     GET    /v1/files/{id}/content     the bytes (a batch's output/error files: its output.jsonl/errors.jsonl)
     DELETE /v1/files/{id}                                                        -> {id, object: "file", deleted}
-    POST   /v1/batches                {input_file_id, endpoint, completion_window, metadata} -> Batch
-    GET    /v1/batches[?after&limit]  newest first                               -> list of Batch (has_more, first_id, last_id)
+    POST   /v1/batches                {input_file_id, endpoint, completion_window, metadata, output_expires_after} -> Batch
+    GET    /v1/batches[?after&limit]  newest first, limit 1..100 (default 20)    -> list of Batch (has_more, first_id, last_id)
     GET    /v1/batches/{id}                                                      -> Batch
     POST   /v1/batches/{id}/cancel                                               -> Batch
 
 A batch is an orca job: ``completion_window`` (OpenAI's "24h", or any orca duration such as
-"2h") is the job's deadline. Timestamps are integer unix seconds. orca's ``planning`` state
-(validated, choosing GPUs) is reported as OpenAI's ``validating``: work has not started.
+"2h") is the job's deadline; a job submitted through the CLI or ``/api`` shows its own deadline
+there. Timestamps are integer unix seconds. orca's ``planning`` state (validated, choosing GPUs)
+is reported as OpenAI's ``validating``: work has not started. ``usage`` sums the engine-reported
+tokens of the committed requests. An ``after`` cursor that names no object of the caller is a 400
+(a page walk never silently restarts). Deleting a batch's input file leaves the batch running on
+its own copy; deleting (or the expiry of) its output or error file deletes the stored results.
 Errors use the app's ``{"error": {...}}`` body, a superset of OpenAI's.
 """
 
@@ -23,11 +27,12 @@ import json
 from contextlib import ExitStack
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from orca.control.auth import get_service, require_user
+from orca.control.retention import expires_after_seconds
 from orca.control.schemas import Job, JobCreate
 from orca.control.service import OrcaService
 from orca.durations import parse_duration
@@ -44,11 +49,17 @@ Service = Annotated[OrcaService, Depends(get_service)]
 OPENAI_STATUS: dict[JobStatus, str] = {s: s.value for s in JobStatus} | {JobStatus.PLANNING: "validating"}
 
 
+class ExpiresAfter(BaseModel):
+    anchor: str
+    seconds: int
+
+
 class BatchCreate(BaseModel):
     input_file_id: str
     endpoint: str
     completion_window: str = "24h"
     metadata: dict[str, str] | None = Field(None, description="Up to 16 key-value pairs.")
+    output_expires_after: ExpiresAfter | None = Field(None, description="Expiry of the output and error files, from their creation.")
 
 
 def _ts(value: float | None) -> int | None:
@@ -60,8 +71,16 @@ def file_object(record: FileRecord) -> dict[str, Any]:
     return {
         "id": record.id, "object": "file", "bytes": record.bytes, "created_at": _ts(record.created_at),
         "filename": record.filename, "purpose": record.purpose, "status": "processed",
-        "status_details": None, "expires_at": None,
+        "status_details": None, "expires_at": _ts(record.expires_at),
     }
+
+
+def usage_object(job: Job) -> dict[str, Any]:
+    """OpenAI's Batch ``usage``."""
+    u = job.usage
+    return {"input_tokens": u.input_tokens, "input_tokens_details": {"cached_tokens": u.cached_tokens},
+            "output_tokens": u.output_tokens, "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+            "total_tokens": u.total_tokens}
 
 
 def batch_object(job: Job, endpoint: str | None, completion_window: str | None) -> dict[str, Any]:
@@ -90,6 +109,7 @@ def batch_object(job: Job, endpoint: str | None, completion_window: str | None) 
         "cancelling_at": _ts(job.cancelling_at),
         "cancelled_at": _ts(job.cancelled_at),
         "request_counts": job.request_counts.model_dump(),
+        "usage": usage_object(job),
         "metadata": job.metadata or None,
     }
 
@@ -97,7 +117,8 @@ def batch_object(job: Job, endpoint: str | None, completion_window: str | None) 
 def _batch(svc: OrcaService, job: Job) -> dict[str, Any]:
     record = svc.registry.find(job.id)
     extra = (record.model_extra or {}) if record is not None else {}
-    return batch_object(job, extra.get("openai_endpoint"), extra.get("completion_window"))
+    window = extra.get("completion_window") or (record.spec.get("deadline") if record is not None else None)
+    return batch_object(job, extra.get("openai_endpoint"), window)
 
 
 def _page(items: list[dict], limit: int) -> dict[str, Any]:
@@ -109,6 +130,20 @@ def _page(items: list[dict], limit: int) -> dict[str, Any]:
 
 def _invalid(message: str, param: str, code: str = "invalid_request") -> InputValidationError:
     return InputValidationError(message, errors=[ValidationIssue(code=code, message=message, param=param)])
+
+
+def _check_limit(limit: int, most: int) -> None:
+    if not 1 <= limit <= most:
+        raise _invalid(f"limit must be between 1 and {most}, not {limit}", "limit", "invalid_limit")
+
+
+def _after(ids: list[str], after: str | None) -> int:
+    """Index of the first object past the ``after`` cursor in ``ids`` (400 if the cursor is none of them)."""
+    if after is None:
+        return 0
+    if after not in ids:
+        raise _invalid(f"after: no object {after!r} in this list (deleted or expired?)", "after", "invalid_cursor")
+    return ids.index(after) + 1
 
 
 def _first_url(svc: OrcaService, user: str, file_id: str) -> str | None:
@@ -125,21 +160,26 @@ def _first_url(svc: OrcaService, user: str, file_id: str) -> str | None:
 # -- files -------------------------------------------------------------------
 @router.post("/files")
 def create_file(user: User, svc: Service, file: Annotated[UploadFile, File()],
-                purpose: Annotated[str, Form()] = "batch") -> dict:
+                purpose: Annotated[str, Form()] = "batch",
+                expires_anchor: Annotated[str | None, Form(alias="expires_after[anchor]")] = None,
+                expires_seconds: Annotated[str | None, Form(alias="expires_after[seconds]")] = None) -> dict:
     if purpose != "batch":
         raise _invalid(f"purpose must be 'batch' (orca stores batch input files only), not {purpose!r}", "purpose", "invalid_purpose")
-    return file_object(svc.create_file(user, file.file, file.filename or "input.jsonl", purpose))
+    policy = None if expires_anchor is None and expires_seconds is None else {"anchor": expires_anchor, "seconds": expires_seconds}
+    seconds = expires_after_seconds(policy, "expires_after", svc.settings.retention)
+    return file_object(svc.create_file(user, file.file, file.filename or "input.jsonl", purpose, expires_after_s=seconds))
 
 
 @router.get("/files")
-def list_files(user: User, svc: Service, purpose: str | None = None, limit: Annotated[int, Query(ge=1)] = 10000,
+def list_files(user: User, svc: Service, purpose: str | None = None, limit: int | None = None,
                after: str | None = None, order: Literal["asc", "desc"] = "desc") -> dict:
+    most = svc.settings.control.openai_max_file_page
+    limit = most if limit is None else limit
+    _check_limit(limit, most)
     records = svc.list_files(user, purpose)  # newest first
     if order == "asc":
         records.reverse()
-    ids = [r.id for r in records]
-    if after is not None and after in ids:
-        records = records[ids.index(after) + 1:]
+    records = records[_after([r.id for r in records], after):]
     return _page([file_object(r) for r in records[: limit + 1]], limit)
 
 
@@ -187,15 +227,19 @@ def create_batch(body: BatchCreate, user: User, svc: Service) -> dict:
     if url is not None and url != body.endpoint:
         raise _invalid(f"the input file's requests go to {url}, but the batch endpoint is {body.endpoint}",
                        "endpoint", "mismatched_endpoint")
+    output_s = expires_after_seconds(body.output_expires_after.model_dump() if body.output_expires_after else None,
+                                     "output_expires_after", svc.settings.retention)
     job = svc.create_job_from_file(user, record.id, JobCreate(deadline=body.completion_window, metadata=body.metadata or {}))
-    svc.registry.update(job.id, openai_endpoint=body.endpoint, completion_window=body.completion_window)
+    svc.registry.update(job.id, openai_endpoint=body.endpoint, completion_window=body.completion_window,
+                        output_expires_after_s=output_s)
     return batch_object(job, body.endpoint, body.completion_window)
 
 
 @router.get("/batches")
-def list_batches(user: User, svc: Service, after: str | None = None,
-                 limit: Annotated[int, Query(ge=1)] = 20) -> dict:
-    limit = min(limit, svc.settings.control.openai_max_page)
+def list_batches(user: User, svc: Service, after: str | None = None, limit: int = 20) -> dict:
+    _check_limit(limit, svc.settings.control.openai_max_page)
+    if after is not None:
+        _after(svc.registry.user_job_ids(user), after)  # an unknown cursor is a 400
     jobs = svc.list_jobs(user, limit=limit + 1, after=after)
     return _page([_batch(svc, j) for j in jobs], limit)
 

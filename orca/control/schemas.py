@@ -41,6 +41,16 @@ class RequestCounts(BaseModel):
     failed: int = 0
 
 
+class Usage(BaseModel):
+    """Tokens of the committed successful requests, as their engines reported them (0 where not reported)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = Field(0, description="Input tokens served from the engine's prefix cache (where reported).")
+    reasoning_tokens: int = Field(0, description="Output tokens spent on reasoning (where reported).")
+
+
 class Progress(BaseModel):
     chunks_total: int = 0
     chunks_pending: int = 0
@@ -102,6 +112,7 @@ class Job(BaseModel):
     cancelled_at: float | None = None
     expired_at: float | None = None
     request_counts: RequestCounts = RequestCounts()
+    usage: Usage = Usage()
     progress: Progress = Progress()
     eta_s: float | None = Field(None, description="Seconds until all chunks are done at the measured rate.")
     cost_usd: float = 0.0

@@ -19,17 +19,20 @@ from typing import IO, BinaryIO
 
 from orca.control import lifecycle
 from orca.control.assembly import assemble_into, partial_key
+from orca.control.retention import upload_expires_at
 from orca.control.schemas import (
-    Job, JobCreate, PlanList, PlanOut, PlanRequest, PoolOut, Progress, RequestCounts, SwapOut, SwapRequest,
+    Job, JobCreate, PlanList, PlanOut, PlanRequest, PoolOut, Progress, RequestCounts, SwapOut, SwapRequest, Usage,
 )
 from orca.control.swap import SwapManager
 from orca.control.transitions import move
 from orca.durations import parse_duration
 from orca.errors import InputValidationError, JobNotFoundError, JobStateError, ObjectNotFoundError
 from orca.launchers.base import ReplicaState
+from orca.metadata import check_metadata
 from orca.models import JobStatus, ValidationIssue
 from orca.queue import ChunkQueue
 from orca.queue.background import Background
+from orca.queue.chunk_usage import ChunkUsageStore
 from orca.queue.jobs import FileRecord, JobRecord, JobRegistry
 from orca.settings import Settings
 from orca.storage.base import ObjectStore
@@ -85,6 +88,7 @@ class OrcaService:
         self.registry = registry
         self.background = background
         self.store = store
+        self._usage: ChunkUsageStore | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, synchronous: bool = False) -> "OrcaService":
@@ -105,20 +109,34 @@ class OrcaService:
     def close(self) -> None:
         self.registry.close()
         self.background.close()
+        if self._usage is not None:
+            self._usage.close()
 
     def queue(self, job_id: str) -> ChunkQueue:
         """The job's chunk queue: a light view over the process's shared Redis pool (nothing is kept per job)."""
         return ChunkQueue(self.registry.redis_url, job_id, self.settings.queue)
 
+    def usage(self, record: JobRecord) -> Usage:
+        """The job's token usage: summed at assembly, else live from its committed chunks."""
+        if record.final_usage is not None:
+            return Usage(**record.final_usage)
+        if not record.chunks_total:
+            return Usage()
+        if self._usage is None:
+            self._usage = ChunkUsageStore(self.registry.redis_url, self.settings.queue)
+        return Usage(**self._usage.total(record.id, self.queue(record.id).committed_generations()).to_dict())
+
     # -- jobs -----------------------------------------------------------
     def create_job(self, user: str, data: Upload, spec: JobCreate, filename: str = "input.jsonl") -> Job:
         """Store the input file and start validating it (in the background). Returns the new job."""
-        _deadline_s(spec)  # a bad deadline stores nothing
+        _deadline_s(spec)  # a bad deadline or bad metadata stores nothing
+        check_metadata(spec.metadata, self.settings.control)
         input_file = self.create_file(user, data, filename, "batch")
         return self._start_job(user, input_file, spec)
 
     def create_job_from_file(self, user: str, file_id: str, spec: JobCreate) -> Job:
         """Start a job on a file uploaded before (OpenAI ``POST /v1/batches``)."""
+        check_metadata(spec.metadata, self.settings.control)
         return self._start_job(user, self.get_file(user, file_id), spec)
 
     def _start_job(self, user: str, input_file: FileRecord, spec: JobCreate) -> Job:
@@ -214,6 +232,10 @@ class OrcaService:
             with self.store.open_read(key) as f:
                 yield f
         except ObjectNotFoundError:
+            result_file = record.error_file_id if errors else record.output_file_id
+            if not partial and result_file and self.registry.get_file(result_file) is None:
+                raise JobNotFoundError("the job's result file was deleted (expired or deleted through /v1/files)",
+                                       file_id=result_file) from None
             raise JobStateError("results are not ready", status=record.status.value) from None
 
     def swap(self, user: str, job_id: str, request: SwapRequest) -> Job:
@@ -260,7 +282,9 @@ class OrcaService:
         )
 
     # -- files ----------------------------------------------------------
-    def create_file(self, user: str, data: Upload, filename: str = "input.jsonl", purpose: str = "batch") -> FileRecord:
+    def create_file(self, user: str, data: Upload, filename: str = "input.jsonl", purpose: str = "batch",
+                    expires_after_s: int | None = None) -> FileRecord:
+        """Store an upload; it expires ``expires_after_s`` after now (None: ``retention.batch_file_s``)."""
         if purpose not in FILE_PURPOSES:
             raise InputValidationError(f"purpose must be one of {', '.join(FILE_PURPOSES)}",
                                        errors=[ValidationIssue(code="invalid_purpose", message=f"unknown purpose {purpose!r}", param="purpose")])
@@ -271,8 +295,10 @@ class OrcaService:
         if size > limit:
             self.store.delete(key)
             raise InputValidationError("file too large", errors=[ValidationIssue(code="too_large", message=f"file is {size} bytes; the limit is {limit}")])
-        record = FileRecord(id=file_id, user=user, bytes=size, created_at=time.time(), filename=Path(filename).name or "input.jsonl",
-                            purpose=purpose, store_key=key)
+        now = time.time()
+        record = FileRecord(id=file_id, user=user, bytes=size, created_at=now, filename=Path(filename).name or "input.jsonl",
+                            purpose=purpose, store_key=key,
+                            expires_at=upload_expires_at(now, expires_after_s, purpose, self.settings.retention))
         return self.registry.put_file(record)
 
     def get_file(self, user: str, file_id: str) -> FileRecord:
@@ -286,11 +312,20 @@ class OrcaService:
         return [r for r in records if r is not None and (purpose is None or r.purpose == purpose)]
 
     def delete_file(self, user: str, file_id: str) -> FileRecord:
+        """Delete one of the user's files. A batch made from an input file keeps running on its own copy."""
         record = self.get_file(user, file_id)
-        if record.job_id is None:  # result files belong to their job
-            self.store.delete(record.store_key)
-        self.registry.delete_file(record)
+        self.remove_file(record)
         return record
+
+    def remove_file(self, record: FileRecord) -> None:
+        """Delete a file's record and stored object (deleted by its owner, or expired). Once both result
+        files of a job are gone, the job's stored data (input copy, chunks, chunk outputs) goes too."""
+        self.store.delete(record.store_key)
+        self.registry.delete_file(record)
+        if record.job_id is not None:
+            job = self.registry.find(record.job_id)
+            if job is not None and not any(self.registry.get_file(f) for f in (job.output_file_id, job.error_file_id) if f):
+                self.store.delete_prefix(JobLayout(job.id).root)
 
     @contextmanager
     def open_file(self, user: str, file_id: str) -> Iterator[BinaryIO]:
@@ -357,7 +392,7 @@ class OrcaService:
             in_progress_at=record.in_progress_at, finalizing_at=record.finalizing_at,
             completed_at=record.completed_at, failed_at=record.failed_at, cancelling_at=record.cancelling_at,
             cancelled_at=record.cancelled_at, expired_at=record.expired_at,
-            request_counts=counts, progress=progress, eta_s=eta, cost_usd=cost,
+            request_counts=counts, usage=self.usage(record), progress=progress, eta_s=eta, cost_usd=cost,
             projected_cost_usd=lifecycle.projected_cost(cost, eta, live_price) if not record.status.terminal else cost,
             plan=PlanOut.model_validate(record.plan) if record.plan else None,
             pools=pools, swaps=swaps,

@@ -16,6 +16,7 @@ from orca.control.assembly import assemble_into
 from orca.control.pools import Launchers, pool_for_plan
 from orca.control.service import OrcaService
 from orca.control.transitions import move
+from orca.control.retention import output_expires_at
 from orca.errors import InputValidationError, JobStateError, OrcaError, PlanInfeasibleError
 from orca.models import JobStatus, ValidationIssue
 from orca.queue.jobs import FileRecord, JobRecord
@@ -169,11 +170,12 @@ def assemble_job(settings_json: str, job_id: str) -> None:
             stem = job_id.removeprefix("batch_")
             files = [
                 reg.put_file(FileRecord(id=f"file-{stem}-{kind}", user=record.user, bytes=svc.store.size(key), created_at=now,
-                                        filename=f"{kind}.jsonl", purpose="batch_output", store_key=key, job_id=job_id))
+                                        filename=f"{kind}.jsonl", purpose="batch_output", store_key=key, job_id=job_id,
+                                        expires_at=output_expires_at(record, now, svc.settings.retention)))
                 for kind, key in (("output", layout.output), ("errors", layout.errors))
             ]
             reg.update(job_id, output_available=True, output_file_id=files[0].id, error_file_id=files[1].id,
-                       final_counts=counts)
+                       final_counts=counts, final_usage=svc.usage(record).model_dump())
             reg.add_event(job_id, "assembled", f"{counts['completed']} output lines, {counts['failed']} error lines")
         record = reg.get(job_id)
         if record.status is S.FINALIZING:

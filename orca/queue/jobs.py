@@ -66,11 +66,13 @@ class JobRecord(BaseModel):
     validation_error_count: int = 0
     output_available: bool = False
     final_counts: dict | None = None
+    final_usage: dict | None = None  # orca.usage.TokenUsage.to_dict() of the assembled job
     message: str = ""
     rate_t0: float | None = None
     rate_done0: int | None = None
     replica_failures: int = 0
     metadata: dict[str, str] = Field(default_factory=dict)
+    output_expires_after_s: int | None = None  # expiry of the output/error files, from their creation
 
 
 class FileRecord(BaseModel):
@@ -84,6 +86,7 @@ class FileRecord(BaseModel):
     purpose: str
     store_key: str
     job_id: str | None = None
+    expires_at: float | None = None  # the retention step deletes the file (record and object) after this
 
 
 def hash_token(token: str) -> str:
@@ -342,6 +345,8 @@ class JobRegistry:
             pipe = self._r.pipeline(transaction=True)
             pipe.hset(keys.FILES, record.id, record.model_dump_json())
             pipe.zadd(keys.user_files(record.user), {record.id: record.created_at})
+            if record.expires_at is not None:
+                pipe.zadd(keys.FILES_EXPIRY, {record.id: record.expires_at})
             pipe.execute()
 
         self._conn.call(write)
@@ -360,6 +365,15 @@ class JobRegistry:
             pipe = self._r.pipeline(transaction=True)
             pipe.hdel(keys.FILES, record.id)
             pipe.zrem(keys.user_files(record.user), record.id)
+            pipe.zrem(keys.FILES_EXPIRY, record.id)
             pipe.execute()
 
         self._conn.call(drop)
+
+    def expired_file_ids(self, now: float, limit: int) -> list[str]:
+        """Up to ``limit`` ids of files whose ``expires_at`` is at or before ``now``, soonest first."""
+        return list(self._conn.call(lambda: self._r.zrangebyscore(keys.FILES_EXPIRY, "-inf", now, start=0, num=limit)))
+
+    def forget_expiry(self, file_id: str) -> None:
+        """Drop a file id from the expiry worklist (its record is already gone)."""
+        self._conn.call(lambda: self._r.zrem(keys.FILES_EXPIRY, file_id))

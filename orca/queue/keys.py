@@ -14,6 +14,8 @@ JOBS = f"{PREFIX}:jobs"
 TOKENS = f"{PREFIX}:tokens"
 #: Hash file_id -> JSON file record (OpenAI /v1/files).
 FILES = f"{PREFIX}:files"
+#: Sorted set file_id -> expires_at (unix s) of files that expire: the retention step's worklist.
+FILES_EXPIRY = f"{PREFIX}:files:expiry"
 #: Sorted set of controller heartbeats (member: controller id, score: unix ms).
 CONTROLLERS = f"{PREFIX}:controllers"
 #: Name of the RQ queue that runs the control plane's long steps (RQ derives its own keys from it).
@@ -98,6 +100,11 @@ def job_pool_completions(job_id: str) -> str:
     return _job(job_id, "pool_completions")
 
 
+def job_usage(job_id: str) -> str:
+    """Hash "{chunk id}:{generation}" -> JSON token usage of that chunk output (only committed generations count)."""
+    return _job(job_id, "usage")
+
+
 def job_replicas(job_id: str) -> str:
     """Hash replica id -> JSON replica record (launcher, pool, gpu, market, state, cost)."""
     return _job(job_id, "replicas")
@@ -118,5 +125,5 @@ def job_keys(job_id: str) -> list[str]:
     return [
         job_meta(job_id), job_pending(job_id), job_leases(job_id), job_done(job_id),
         job_dead(job_id), job_counts(job_id), job_chunks(job_id), job_draining(job_id), job_workers(job_id),
-        job_pool_completions(job_id), job_replicas(job_id), job_events(job_id),
+        job_pool_completions(job_id), job_replicas(job_id), job_events(job_id), job_usage(job_id),
     ]

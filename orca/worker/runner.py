@@ -46,6 +46,7 @@ def run_worker(config: WorkerConfig, settings: Settings, engine: Engine | None =
     start the one ``config.engine`` describes and stop it at the end.
     """
     from orca.queue import ChunkQueue
+    from orca.queue.chunk_usage import ChunkUsageStore
     from orca.queue.worker_metrics import WorkerMetrics, WorkerMetricsStore
     from orca.storage import open_store
 
@@ -55,6 +56,8 @@ def run_worker(config: WorkerConfig, settings: Settings, engine: Engine | None =
             stack.callback(queue.close)
             metrics = WorkerMetricsStore(config.redis_url, config.job_id, settings.queue)
             stack.callback(metrics.close)
+            usage = ChunkUsageStore(config.redis_url, settings.queue)
+            stack.callback(usage.close)
             store = open_store(config.store_url)
             metrics.report(WorkerMetrics(  # visible to the control plane while the engine loads
                 worker_id=config.worker_id, pool=config.pool, state="starting", engine=config.engine.kind,
@@ -68,7 +71,7 @@ def run_worker(config: WorkerConfig, settings: Settings, engine: Engine | None =
             worker = Worker(job_id=config.job_id, pool=config.pool, worker_id=config.worker_id, queue=queue,
                             store=store, engine=engine, settings=settings,
                             concurrency=engine_concurrency(config, settings), burst=config.burst,
-                            time_budget_s=config.time_budget_s, metrics=metrics)
+                            time_budget_s=config.time_budget_s, metrics=metrics, usage=usage)
             reason = asyncio.run(worker.run())
             return reason.exit_code, reason
         except ConfigError as e:

@@ -4,7 +4,7 @@ Flow of one chunk: claim (lease, generation g) -> read its data object -> wait
 until the previous chunk has all its requests in flight -> dispatch each request
 as soon as a slot of the shared semaphore frees -> gather output lines -> renew
 (a fencing check: a stale lease uploads nothing) -> write
-``JobLayout.chunk_output(chunk, g)`` -> ``complete``. Completion is the only commit.
+``JobLayout.chunk_output(chunk, g)`` -> record its token usage -> ``complete``. Completion is the only commit.
 
 The next chunk is claimed ahead (up to ``queue.prefetch`` chunks beyond the one
 dispatching) only once the held chunks have at most ``concurrency`` requests left
@@ -31,11 +31,13 @@ import time
 from dataclasses import dataclass, field
 
 from orca.errors import EngineError, OrcaError, QueueUnavailableError, StaleLeaseError, StoreUnavailableError
+from orca.queue.chunk_usage import ChunkUsageStore
 from orca.queue.types import Lease
 from orca.queue.worker_metrics import WorkerMetricsStore
 from orca.settings import Settings
 from orca.storage.base import ObjectStore
 from orca.storage.layout import JobLayout
+from orca.usage import lines_usage
 from orca.worker.engines.base import Engine
 from orca.worker.forwarder import Forwarder
 from orca.worker.heartbeat import Heartbeat, LeaseBook
@@ -90,7 +92,7 @@ class Worker:
 
     def __init__(self, *, job_id: str, pool: str, worker_id: str, queue, store: ObjectStore, engine: Engine,
                  settings: Settings, concurrency: int, burst: bool = False, time_budget_s: float | None = None,
-                 metrics: WorkerMetricsStore | None = None) -> None:
+                 metrics: WorkerMetricsStore | None = None, usage: ChunkUsageStore | None = None) -> None:
         self.job_id, self.pool, self.worker_id = job_id, pool, worker_id
         self.queue, self.store, self.engine, self.settings = queue, store, engine, settings
         self.concurrency, self.burst, self.time_budget_s = concurrency, burst, time_budget_s
@@ -98,6 +100,7 @@ class Worker:
         self.meter = Meter()
         self.book = LeaseBook()
         self.metrics = metrics
+        self.usage = usage  # per-chunk token usage, recorded with each commit (the batch's ``usage``)
         self.chunks_done = 0
         self.requests_uncommitted = 0  # answered requests of held chunks (live progress for the control plane)
         self.stop_reason: StopReason | None = None
@@ -394,6 +397,8 @@ class Worker:
         self.book.update(lease)
         key = self.layout.chunk_output(lease.chunk_id, lease.generation)
         await asyncio.to_thread(self.store.put_bytes, key, encode_lines(lines))
+        if self.usage is not None:  # before the commit, so every committed output has its usage
+            await asyncio.to_thread(self.usage.record, self.job_id, lease.chunk_id, lease.generation, lines_usage(lines))
         await asyncio.to_thread(self.queue.complete, lease)
         self.chunks_done += 1
 

@@ -28,7 +28,7 @@ FILE_KEYS = {"id", "object", "bytes", "created_at", "filename", "purpose", "stat
 BATCH_KEYS = {
     "id", "object", "endpoint", "model", "errors", "input_file_id", "completion_window", "status", "output_file_id",
     "error_file_id", "created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at",
-    "expired_at", "cancelling_at", "cancelled_at", "request_counts", "metadata",
+    "expired_at", "cancelling_at", "cancelled_at", "request_counts", "metadata", "usage",
 }
 OPENAI_STATUSES = {"validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled"}
 TIMESTAMPS = ("created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at",
@@ -103,6 +103,10 @@ def assert_batch_object(obj: dict) -> None:
         assert obj[key] is None or type(obj[key]) is int, key
     assert set(obj["request_counts"]) == {"total", "completed", "failed"}
     assert all(type(v) is int for v in obj["request_counts"].values())
+    usage = obj["usage"]
+    assert set(usage) == {"input_tokens", "input_tokens_details", "output_tokens", "output_tokens_details", "total_tokens"}
+    assert usage["input_tokens_details"].keys() == {"cached_tokens"} and usage["output_tokens_details"].keys() == {"reasoning_tokens"}
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
     if obj["errors"] is not None:
         assert obj["errors"]["object"] == "list" and isinstance(obj["errors"]["data"], list)
         for e in obj["errors"]["data"]:
