@@ -80,6 +80,10 @@ def job_detail(job: Job, now: float | None = None) -> str:
         ("deadline", _when(job.deadline_at, now)),
         ("cost", cost_text(job)),
     ]
+    u = job.usage
+    if u.total_tokens:
+        lines.append(("tokens", f"{u.input_tokens:,} in ({u.cached_tokens:,} cached), {u.output_tokens:,} out "
+                                "(committed requests)"))
     if job.plan is not None:
         lines.append(("plan", plan_text(job.plan)))
     if job.message:

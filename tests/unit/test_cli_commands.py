@@ -220,6 +220,8 @@ def test_unknown_job_with_json_is_a_json_error(fake):
 @pytest.mark.parametrize("args,needle", [
     (["--deadline", "soon"], "not a duration"),
     (["--metadata", "novalue"], "KEY=VALUE"),
+    (["--metadata", "k=" + "v" * 513], "513 characters"),
+    ([arg for i in range(17) for arg in ("--metadata", f"k{i}=v")], "at most 16"),
     (["-o", "x.jsonl"], "--output needs --wait"),
 ])
 def test_submit_bad_arguments_are_usage_errors(fake, valid_file, args, needle):
