@@ -17,7 +17,9 @@ from openai.types.responses import Response
 from orca.control.app import create_app
 from orca.control.controller import Controller
 from orca.control.service import OrcaService
-from orca.settings import ControlSettings, IngestSettings, LauncherSettings, QueueSettings, RetentionSettings, Settings
+from orca.settings import (
+    ControlSettings, IngestSettings, LauncherSettings, PlannerSettings, QueueSettings, RetentionSettings, Settings,
+)
 from orca.storage.layout import JobLayout
 from tests.integration.test_openai_api import MODEL, assert_batch_object, batch_lines, create_batch, error_of, run_until, upload
 
@@ -39,6 +41,7 @@ def env(redis_url: str, tmp_path):
         control=ControlSettings(tick_s=0.1, lock_ttl_s=5),
         launcher=LauncherSettings(local_engine="fake", local_stop_grace_s=3, local_max_workers=2),
         retention=RetentionSettings(min_expires_after_s=1, every_s=0.0),
+        planner=PlannerSettings(local_start_s=1.0),  # the fake engine starts at once: short windows can be planned
     )
     svc = OrcaService.from_settings(settings, synchronous=True)
     client = TestClient(create_app(svc))
@@ -210,3 +213,18 @@ def test_cli_jobs_show_their_real_completion_window(env) -> None:
     assert r.status_code == 201
     b = sdk.batches.retrieve(r.json()["id"])
     assert b.completion_window == "2h" and abs(b.expires_at - b.created_at - 7200) <= 1
+
+
+def test_expired_batch_has_expired_at_and_the_completed_part(env) -> None:
+    _, client, controller, sdk = env
+    f = sdk.files.create(file=("slow.jsonl", responses_lines(16, delay_s=lambda i: 0.0 if i < 4 else 60.0)), purpose="batch")
+    batch = sdk.batches.create(input_file_id=f.id, endpoint="/v1/responses", completion_window="8s")
+    run_until(controller, client, batch.id, lambda b: b["status"] == "expired", timeout=60)
+    done = run_until(controller, client, batch.id, lambda b: b["output_file_id"] is not None, timeout=60)
+    assert_batch_object(done)
+    assert type(done["expired_at"]) is int and done["expired_at"] >= done["expires_at"] and done["completion_window"] == "8s"
+    answered = sdk.files.content(done["output_file_id"]).text.splitlines()
+    not_run = [json.loads(x) for x in sdk.files.content(done["error_file_id"]).text.splitlines()]
+    assert len(answered) + len(not_run) == 16 and len(answered) == done["request_counts"]["completed"]
+    assert {x["error"]["code"] for x in not_run} == {"batch_expired"}
+    assert done["usage"]["output_tokens"] == sum(json.loads(x)["response"]["body"]["usage"]["output_tokens"] for x in answered)
