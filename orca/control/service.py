@@ -88,7 +88,6 @@ class OrcaService:
         self.registry = registry
         self.background = background
         self.store = store
-        self._usage: ChunkUsageStore | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, synchronous: bool = False) -> "OrcaService":
@@ -109,8 +108,6 @@ class OrcaService:
     def close(self) -> None:
         self.registry.close()
         self.background.close()
-        if self._usage is not None:
-            self._usage.close()
 
     def queue(self, job_id: str) -> ChunkQueue:
         """The job's chunk queue: a light view over the process's shared Redis pool (nothing is kept per job)."""
@@ -122,9 +119,8 @@ class OrcaService:
             return Usage(**record.final_usage)
         if not record.chunks_total:
             return Usage()
-        if self._usage is None:
-            self._usage = ChunkUsageStore(self.registry.redis_url, self.settings.queue)
-        return Usage(**self._usage.total(record.id, self.queue(record.id).committed_generations()).to_dict())
+        usage = ChunkUsageStore(self.registry.redis_url, self.settings.queue)  # a view over the shared pool
+        return Usage(**usage.total(record.id, self.queue(record.id).committed_generations()).to_dict())
 
     # -- jobs -----------------------------------------------------------
     def create_job(self, user: str, data: Upload, spec: JobCreate, filename: str = "input.jsonl") -> Job:

@@ -53,7 +53,7 @@ def env(redis_url: str, tmp_path):
     for job_id in svc.registry.job_ids():  # never leave workers behind
         for r in svc.registry.replicas(job_id):
             if r.state.live:
-                controller.launcher({"launcher": "local"}).terminate(r)
+                controller.launcher("local").terminate(r)
     svc.close()
 
 
