@@ -78,6 +78,7 @@ class ChunkQueue:
         self._k_dead = keys.job_dead(j).encode()
         self._k_counts = keys.job_counts(j).encode()
         self._k_draining = keys.job_draining(j).encode()
+        self._k_standby = keys.job_standby(j).encode()
         self._k_pool_completions = keys.job_pool_completions(j).encode()
 
     # -- lifecycle -----------------------------------------------------------
@@ -179,6 +180,11 @@ class ChunkQueue:
         """Let ``pool`` claim again."""
         self._conn.script("drain", [self._k_draining], [pool, 0])
 
+    def set_standby(self, pool: str, on: bool) -> None:
+        """``on``: burst workers of ``pool`` that find nothing pending wait while chunks are leased
+        elsewhere, instead of exiting (a swap's new pool); off: they exit as usual."""
+        self._conn.script("drain", [self._k_standby], [pool, 1 if on else 0])  # the same set operation
+
     # -- reads ---------------------------------------------------------------
     def counts(self) -> QueueCounts:
         """Pending, leased, done, dead and total chunks: one HMGET."""
@@ -208,6 +214,10 @@ class ChunkQueue:
     def draining(self) -> set[str]:
         """Pools currently drained."""
         return self._conn.call(lambda: self._conn.client.smembers(self._k_draining))
+
+    def standby(self) -> set[str]:
+        """Pools on standby (see ``set_standby``)."""
+        return self._conn.call(lambda: self._conn.client.smembers(self._k_standby))
 
     def delete(self) -> None:
         """Remove every key of the job: the fixed keys and any other ``orca:{job}:*`` key."""

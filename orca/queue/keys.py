@@ -16,7 +16,8 @@ TOKENS = f"{PREFIX}:tokens"
 FILES = f"{PREFIX}:files"
 #: Sorted set file_id -> expires_at (unix s) of files that expire: the retention step's worklist.
 FILES_EXPIRY = f"{PREFIX}:files:expiry"
-#: Sorted set of controller heartbeats (member: controller id, score: unix ms).
+#: Sorted set of controller heartbeats (member: controller id, score: unix ms): a call marked by a
+#: controller that stopped beating is orphaned and taken over.
 CONTROLLERS = f"{PREFIX}:controllers"
 #: Name of the RQ queue that runs the control plane's long steps (RQ derives its own keys from it).
 RQ_QUEUE = f"{PREFIX}-control"
@@ -85,6 +86,12 @@ def job_draining(job_id: str) -> str:
     return _job(job_id, "draining")
 
 
+def job_standby(job_id: str) -> str:
+    """Set of pool names whose burst workers wait for work instead of exiting while chunks are
+    leased elsewhere (a swap's new pool, until the old pool has handed its chunks over)."""
+    return _job(job_id, "standby")
+
+
 def job_workers(job_id: str) -> str:
     """Sorted set worker id -> last metrics report (unix ms)."""
     return _job(job_id, "workers")
@@ -124,6 +131,6 @@ def job_keys(job_id: str) -> list[str]:
     """Every fixed key of a job (worker metrics hashes are found by prefix)."""
     return [
         job_meta(job_id), job_pending(job_id), job_leases(job_id), job_done(job_id),
-        job_dead(job_id), job_counts(job_id), job_chunks(job_id), job_draining(job_id), job_workers(job_id),
-        job_pool_completions(job_id), job_replicas(job_id), job_events(job_id), job_usage(job_id),
+        job_dead(job_id), job_counts(job_id), job_chunks(job_id), job_draining(job_id), job_standby(job_id),
+        job_workers(job_id), job_pool_completions(job_id), job_replicas(job_id), job_events(job_id), job_usage(job_id),
     ]

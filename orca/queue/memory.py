@@ -64,6 +64,7 @@ class _Job:
     done: dict[str, int] = field(default_factory=dict)
     dead: dict[str, str] = field(default_factory=dict)
     draining: set[str] = field(default_factory=set)
+    standby: set[str] = field(default_factory=set)
     pool_completions: Counter[str] = field(default_factory=Counter)
 
 
@@ -237,6 +238,10 @@ class MemoryChunkQueue:
         with self.server.lock:
             self._job.draining.discard(pool)
 
+    def set_standby(self, pool: str, on: bool) -> None:
+        with self.server.lock:
+            (self._job.standby.add if on else self._job.standby.discard)(pool)
+
     # -- reads ---------------------------------------------------------------
     def counts(self) -> QueueCounts:
         with self.server.lock:
@@ -266,6 +271,10 @@ class MemoryChunkQueue:
     def draining(self) -> set[str]:
         with self.server.lock:
             return set(self._job.draining)
+
+    def standby(self) -> set[str]:
+        with self.server.lock:
+            return set(self._job.standby)
 
     def delete(self) -> None:
         with self.server.lock:

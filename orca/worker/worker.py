@@ -59,7 +59,7 @@ class ExitCode(enum.IntEnum):
 
 class StopReason(str, enum.Enum):
     FINISHED = "finished"          # every chunk of the job is done or dead
-    EMPTY = "empty"                # burst mode: nothing pending, nothing held by me
+    EMPTY = "empty"                # burst mode: nothing pending, nothing held by me (and my pool not on standby)
     DRAINED = "drained"            # the pool may not claim any more
     SIGNALLED = "signalled"        # SIGTERM/SIGINT or stop()
     BUDGET = "budget"              # serverless time budget ran out
@@ -280,6 +280,8 @@ class Worker:
         if counts.finished:
             return StopReason.FINISHED
         if self.burst and not self._runs and counts.pending == 0:
+            if counts.leased and self.pool in await asyncio.to_thread(self.queue.standby):
+                return None  # a swap is moving chunks to this pool: wait for them
             return StopReason.EMPTY
         return None
 
