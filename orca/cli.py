@@ -444,7 +444,7 @@ def server_cmd(
     host: Annotated[Optional[str], typer.Option("--host", help="Bind address (default ORCA_CONTROL__HOST).")] = None,
     port: Annotated[Optional[int], typer.Option("--port", help="Port (default ORCA_CONTROL__PORT).")] = None,
     no_controller: Annotated[bool, typer.Option("--no-controller", help="Serve the API only; another process runs the controller.")] = False,
-    rq_worker: Annotated[bool, typer.Option("--rq-worker", help="Also run a worker for the long background steps (ingest, assembly, teardown) as a child process.")] = False,
+    rq_worker: Annotated[bool, typer.Option("--rq-worker", help="Also run a worker for the long background steps (ingest, assembly) as a child process.")] = False,
 ) -> None:
     """Run the control plane in the foreground (needs ORCA_REDIS_URL)."""
     from orca.control import server_main

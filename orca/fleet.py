@@ -98,6 +98,10 @@ class Replica:
     cost_usd: float = 0.0
     message: str = ""
     price_per_hour: float = 0.0  # PoolSpec.price_per_replica_hour at launch: cost accrues from it
+    rev: int = 0                 # bumped by every controller write: a call's result lands only on the revision it was made for
+    call: str = ""               # launcher call in flight (launch | drain | terminate), made by controller call_by at call_at
+    call_by: str = ""
+    call_at: float = 0.0
 
     def to_dict(self) -> dict:
         d = asdict(self)

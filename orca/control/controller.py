@@ -1,35 +1,49 @@
 """The controller loop: drives every job from Redis state, one short locked tick at a time.
 
 On each tick (``control.tick_s``) it lists ``keys.JOBS`` and, for each job that is not
-settled, takes the job's Redis lock (so two controllers never act on one job at once) and:
+settled, takes the job's Redis lock (so two controllers never act on one job at once),
+follows the job's launcher calls (``orca.control.replicas``) and:
 
 * validating/planning: makes sure the ingest step is queued; expires the job past its deadline;
-* in_progress: reaps expired leases (every ``queue.reap_every_s``), polls replicas, launches
-  replacements for crashed workers while chunks remain (up to the plan's or the runtime
-  policy's target), starts finalizing when every chunk is done or dead, expires the job past
-  its deadline, fails it when replicas keep crashing;
+* in_progress: reaps expired leases (every ``queue.reap_every_s``), advances a swap, brings
+  each pool's replicas to its phase (active pools to their target, up to the plan's or the
+  runtime policy's count and never above the chunks left; draining pools drained; drained or
+  cancelled pools torn down), starts finalizing when every chunk is done or dead, expires the
+  job past its deadline, fails it when replicas keep crashing;
 * finalizing: makes sure the assembly step is queued;
-* cancelling and every terminal state: tears workers down (an RQ step), assembles the
-  partial results, and marks the job settled.
+* cancelling and every terminal state: tears workers down, assembles the partial results,
+  and marks the job settled.
 
-A restarted controller holds no state that matters: everything it needs is in Redis, and
-local workers are adopted by pid.
+The tick only reads and decides: every launcher call (launch, poll, drain, teardown) is
+submitted to a :class:`~orca.control.calls.CallRunner` and followed on later ticks, so a slow
+or failing cloud never delays another job. A job whose tick raises gets the error as an event
+and as its message; after ``control.max_tick_failures`` failing ticks in a row it fails with
+that reason. Other jobs go on in the same tick.
+
+A restarted controller holds no state that matters: everything it needs is in Redis, local
+workers are adopted by pid, and launcher calls of a controller that stopped beating are
+taken over (``orca.control.replicas``).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from orca.control.calls import CallRunner, ThreadCalls
 from orca.control.pools import Launchers, pool_for_plan
+from orca.control.replicas import ReplicaCalls
 from orca.control.retention import Retention
 from orca.control.service import OrcaService
 from orca.control.swap import SwapManager
 from orca.control.transitions import move
-from orca.errors import JobStateError, OrcaError
-from orca.fleet import Pool, Replica, ReplicaState, WorkerEnv
+from orca.errors import JobStateError, OrcaError, QueueUnavailableError
+from orca.fleet import Pool, PoolPhase, Replica, ReplicaState, WorkerEnv
 from orca.launchers.base import Launcher
 from orca.models import JobStatus
 from orca.queue.jobs import JobRecord
@@ -39,38 +53,64 @@ log = logging.getLogger("orca.controller")
 S = JobStatus
 
 
+@dataclass
+class TickReport:
+    """What one tick did (for logs and benchmarks)."""
+
+    controller: str
+    started: float                  # unix seconds
+    duration_s: float = 0.0
+    jobs: list[str] = field(default_factory=list)      # jobs this controller ticked
+    failed: list[str] = field(default_factory=list)    # jobs whose tick raised
+
+
 class Controller:
     def __init__(self, service: OrcaService, controller_id: str | None = None,
-                 launchers: dict[str, Launcher] | None = None) -> None:
-        """``launchers``: launcher name -> instance to use instead of the configured one (tests, benchmarks)."""
+                 launchers: dict[str, Launcher] | None = None, calls: CallRunner | None = None,
+                 on_tick: Callable[[TickReport], None] | None = None) -> None:
+        """``launchers``: launcher name -> instance to use instead of the configured one (tests, benchmarks);
+        ``calls``: where launcher calls run (default: a bounded thread pool; ``InlineCalls`` for
+        deterministic simulations); ``on_tick``: called with each tick's report."""
         self.svc = service
         self.settings = service.settings
         self.registry = service.registry
         self.id = controller_id or f"ctl-{uuid.uuid4().hex[:8]}"
         self.launcher = Launchers(self.settings, self.registry, overrides=launchers)
+        self.calls = calls or ThreadCalls(self.settings.control)
+        self.replicas = ReplicaCalls(self.id, self.settings, self.registry, self.launcher, self.calls, service.queue)
+        self.on_tick = on_tick
         self._last_reap: dict[str, float] = {}
         self._settled: set[str] = set()
+        self._live_controllers: set[str] = {self.id}
         self.retention = Retention(service)  # deletes expired files every retention.every_s
 
     # -- loop -----------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Tick every ``control.tick_s`` until ``stop`` is set; a failing tick is logged, not fatal."""
         log.info("controller %s started", self.id)
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                self.tick()
-            except OrcaError as exc:
-                log.warning("controller tick failed: %s", exc)
-            except Exception:  # noqa: BLE001 - the loop must outlive one bad tick
-                log.exception("controller tick crashed")
-            stop.wait(max(0.0, self.settings.control.tick_s - (time.monotonic() - started)))
+        try:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    self.tick()
+                except OrcaError as exc:
+                    log.warning("controller tick failed: %s", exc)
+                except Exception:  # noqa: BLE001 - the loop must outlive one bad tick
+                    log.exception("controller tick crashed")
+                stop.wait(max(0.0, self.settings.control.tick_s - (time.monotonic() - started)))
+        finally:
+            self.calls.close()
 
-    def tick(self) -> None:
+    def tick(self) -> TickReport:
+        """One pass over every unsettled job (in random order, so two controllers share the work)."""
+        report = TickReport(controller=self.id, started=time.time())
+        started = time.monotonic()
+        self.registry.heartbeat(self.id, report.started)
+        self._live_controllers = self.registry.controllers(report.started - self.settings.control.controller_ttl_s) | {self.id}
         self.retention.tick()
-        for job_id in self.registry.job_ids():
-            if job_id in self._settled:
-                continue
+        job_ids = [j for j in self.registry.job_ids() if j not in self._settled]
+        random.shuffle(job_ids)
+        for job_id in job_ids:
             with self.registry.lock(job_id) as mine:
                 if not mine:
                     continue
@@ -80,10 +120,41 @@ class Controller:
                 if record.settled:
                     self._settled.add(job_id)
                     continue
+                report.jobs.append(job_id)
                 try:
                     self.tick_job(record)
+                    if record.tick_failures:
+                        self.registry.update(job_id, tick_failures=0)
+                except QueueUnavailableError:
+                    raise  # Redis is gone: the whole tick ends, no job is blamed
                 except JobStateError as exc:  # a user's cancel raced us; next tick sees the new status
                     log.info("job %s changed under the controller: %s", job_id, exc)
+                except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the others
+                    report.failed.append(job_id)
+                    self._tick_failed(record, exc)
+        report.duration_s = time.monotonic() - started
+        if self.on_tick is not None:
+            self.on_tick(report)
+        return report
+
+    def _tick_failed(self, record: JobRecord, exc: Exception) -> None:
+        """Record a failing tick on its job; fail the job after ``max_tick_failures`` in a row."""
+        n = record.tick_failures + 1
+        limit = self.settings.control.max_tick_failures
+        reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, OrcaError) else str(exc)
+        log.warning("job %s: tick failed (%d/%d): %s", record.id, n, limit, reason)
+        try:
+            self.registry.add_event(record.id, "tick_failed", f"controller tick failed ({n}/{limit}): {reason}")
+            self.registry.update(record.id, tick_failures=n, message=f"controller: {reason}")
+            if n < limit:
+                return
+            if record.status.terminal:
+                self.registry.add_event(record.id, "settle_failed", f"gave up settling after {n} failed ticks: {reason}")
+                self.registry.update(record.id, settled=True)
+            else:
+                self._to(record, S.FAILED, f"the controller failed on this job {n} ticks in a row: {reason}")
+        except OrcaError as inner:
+            log.warning("job %s: could not record its failed tick: %s", record.id, inner)
 
     def _to(self, record: JobRecord, target: JobStatus, message: str = "", **fields) -> JobRecord:
         return move(self.registry, record.id, target, message, message=message or None, **fields)
@@ -95,11 +166,12 @@ class Controller:
     def tick_job(self, record: JobRecord) -> None:
         now = time.time()
         status = record.status
+        replicas = self.replicas.follow(record, self._live_controllers)
         if status is not S.IN_PROGRESS and SwapManager.active(record) is not None:
-            SwapManager(self.settings, self.registry, launchers=self.launcher).tick(record)  # closes it
+            SwapManager(self.settings, self.registry).tick(record, replicas=replicas)  # closes it
             record = self.registry.get(record.id)
         if status.terminal:
-            self._settle(record)
+            self._settle(record, replicas)
         elif status in (S.VALIDATING, S.PLANNING):
             if now > record.deadline_at:
                 self._to(record, S.EXPIRED, "deadline passed before the job started")
@@ -108,7 +180,7 @@ class Controller:
             elif self.svc.background.step_status(f"ingest-{record.id}") is None:
                 self._step("ingest", "ingest_job", record.id)
         elif status is S.CANCELLING:
-            if self._stop_replicas(record):
+            if self._stop_replicas(record, replicas):
                 if record.chunks_total:
                     self._assemble(record)
                 else:
@@ -116,7 +188,7 @@ class Controller:
         elif status is S.FINALIZING:
             self._assemble(record)
         elif status is S.IN_PROGRESS:
-            self._run(record, now)
+            self._run(record, replicas, now)
 
     def _assemble(self, record: JobRecord) -> None:
         if self.svc.background.step_status(f"assemble-{record.id}") == "failed":
@@ -128,9 +200,9 @@ class Controller:
             return
         self._step("assemble", "assemble_job", record.id)
 
-    def _settle(self, record: JobRecord) -> None:
+    def _settle(self, record: JobRecord, replicas: list[Replica]) -> None:
         """A terminal job: stop its workers, keep (partial) results, then never look at it again."""
-        if not self._stop_replicas(record):
+        if not self._stop_replicas(record, replicas):
             return
         if record.chunks_total and not record.output_available:
             self._assemble(record)
@@ -138,44 +210,19 @@ class Controller:
         self.registry.update(record.id, settled=True)
         self._settled.add(record.id)
 
-    def _poll(self, record: JobRecord) -> list[Replica]:
-        out = []
-        for replica in self.registry.replicas(record.id):
-            if replica.state.live and replica.handle:
-                before = (replica.state, replica.message, replica.cost_usd)
-                replica = self.launcher(replica.launcher).poll(replica)
-                if (replica.state, replica.message, replica.cost_usd) != before:
-                    self.registry.put_replica(replica)
-                    if replica.state is ReplicaState.FAILED:
-                        self.registry.update(record.id, replica_failures=record.replica_failures + 1)
-                        record.replica_failures += 1
-                        self.registry.add_event(record.id, "replica_failed", f"{replica.replica_id}: {replica.message}")
-                    if not replica.state.live:
-                        self._reclaim(record, replica)
-            out.append(replica)
-        return out
+    def _stop_replicas(self, record: JobRecord, replicas: list[Replica]) -> bool:
+        """True when no replica of the job is live; otherwise stops claims and asks for each teardown."""
+        live = [r for r in replicas if r.state.live]
+        if not live:
+            return True
+        queue = self.svc.queue(record.id)
+        for pool in record.pools:
+            queue.drain(pool.key)  # no new claims while the workers stop
+        for replica in live:
+            self.replicas.act(record, replica, "terminate")
+        return False
 
-    def _reclaim(self, record: JobRecord, replica: Replica) -> None:
-        """A worker that is gone (crashed, killed, preempted, torn down) gets its chunks taken back now,
-        not when its leases expire; fencing keeps anything it might still send from committing.
-        Only a failure charges the chunks an attempt: a preemption or teardown is not their fault."""
-        why = f"replica {replica.state.value}" + (f": {replica.message}" if replica.message else "")
-        taken = self.svc.queue(record.id).reclaim(replica.replica_id, why, charge=replica.state is ReplicaState.FAILED)
-        if taken:
-            self.registry.add_event(record.id, "reclaimed", f"{len(taken)} chunk(s) of {replica.replica_id} "
-                                    f"({replica.state.value}) returned to the queue")
-
-    def _stop_replicas(self, record: JobRecord) -> bool:
-        """True when no replica of the job is live; otherwise stops claims and asks for the teardown step."""
-        if any(r.state.live for r in self._poll(record)):
-            queue = self.svc.queue(record.id)
-            for pool in record.pools:
-                queue.drain(pool.key)  # no new claims while the workers stop
-            self._step("teardown", "teardown_job", record.id)
-            return False
-        return True
-
-    def _run(self, record: JobRecord, now: float) -> None:
+    def _run(self, record: JobRecord, replicas: list[Replica], now: float) -> None:
         queue = self.svc.queue(record.id)
         if now - self._last_reap.get(record.id, 0.0) >= self.settings.queue.reap_every_s:
             reaped = queue.reap()
@@ -183,11 +230,9 @@ class Controller:
             if reaped:
                 self.registry.add_event(record.id, "reaped", f"{len(reaped)} expired lease(s) returned to the queue")
         counts = queue.counts()
-        replicas = self._poll(record)
         if SwapManager.active(record) is not None:
-            SwapManager(self.settings, self.registry, launchers=self.launcher).tick(record, queue)
+            SwapManager(self.settings, self.registry).tick(record, queue, replicas)
             record = self.registry.get(record.id)
-            replicas = self.registry.replicas(record.id)
         if counts.finished:
             self._to(record, S.FINALIZING, f"chunks: {counts.done} done, {counts.dead} dead")
             self._step("assemble", "assemble_job", record.id)
@@ -203,7 +248,8 @@ class Controller:
         self._scale(record, replicas, counts)
 
     def _scale(self, record: JobRecord, replicas: list[Replica], counts: QueueCounts) -> None:
-        """Bring each active pool to its target, never above the chunks left to run.
+        """Bring each pool's replicas to the pool's phase; each active pool to its target, never above
+        the chunks left to run.
 
         A pool with an explicit ``target`` (a swap sets one) keeps it. Local pools keep the plan's
         replica count (local workers cost nothing, so the fastest finish is the cheapest). Cloud
@@ -220,8 +266,18 @@ class Controller:
                 pools.append(pool)
                 self.registry.update(record.id, pools=pools)
                 self.registry.add_event(record.id, "pool_opened", f"runtime policy opened pool {pool.key}")
+        swap = SwapManager.active(record)
+        swapping_to = swap.to_pool if swap is not None else None
         for pool in pools:
-            if not pool.active:
+            live = [r for r in replicas if r.pool == pool.key and r.state.live]
+            if pool.state is PoolPhase.DRAINING:
+                for replica in live:
+                    if replica.state is not ReplicaState.DRAINING:
+                        self.replicas.act(record, replica, "drain")
+                continue
+            if pool.state in (PoolPhase.DRAINED, PoolPhase.CANCELLED):
+                for replica in live:
+                    self.replicas.act(record, replica, "terminate")
                 continue
             if pool.target is not None:  # set by a swap
                 target = pool.target
@@ -232,18 +288,19 @@ class Controller:
             if pool.launcher == "local":
                 target = min(target, self.settings.launcher.local_max_workers)
             target = min(target, remaining)
-            working = [r for r in replicas if r.pool == pool.key and r.state.live and r.state is not ReplicaState.DRAINING]
+            working = [r for r in live if r.state is not ReplicaState.DRAINING]
             # Launch only for chunks nobody holds: a burst worker that found nothing pending has
-            # exited on purpose, and chunks of a dead worker come back as pending when reaped. A
-            # swap's pools (explicit target) launch for all chunks left: the old pool releases its
-            # chunks to the new one once that one has proved itself.
-            room = counts.pending if pool.target is None else remaining
+            # exited on purpose and is not relaunched while other workers hold the chunks. The
+            # pool a swap moves to is the exception: its workers stand by (they wait instead of
+            # exiting) for the chunks the old pool hands over once the new pool is ready.
+            room = remaining if pool.key == swapping_to else counts.pending
             for _ in range(min(target - len(working), room)):
-                self._launch(record, pool)
+                if not self._launch(record, pool):
+                    break
             if pool.launcher != "local" and len(working) > target:
                 for replica in sorted(working, key=lambda r: r.created_at, reverse=True)[: len(working) - target]:
-                    self.registry.put_replica(self.launcher(replica.launcher).drain(replica))
-                    self.registry.add_event(record.id, "replica_draining", f"{replica.replica_id}: scaled down")
+                    if self.replicas.act(record, replica, "drain"):
+                        self.registry.add_event(record.id, "replica_draining", f"{replica.replica_id}: scaled down")
 
     def _policy_targets(self, record: JobRecord, replicas: list[Replica], counts: QueueCounts) -> dict[str, int]:
         """The runtime policy's replica target per pool key (empty for local-only jobs)."""
@@ -288,10 +345,11 @@ class Controller:
                 continue
         return out
 
-    def _launch(self, record: JobRecord, pool: Pool) -> None:
-        replica_id = f"w-{uuid.uuid4().hex[:10]}"
+    def _launch(self, record: JobRecord, pool: Pool) -> bool:
         env = WorkerEnv(job_id=record.id, redis_url=self.registry.redis_url, store_url=self.svc.store.url,
                         model=record.model or "")
-        replica = self.launcher(pool.launcher).launch(env, pool, replica_id)
-        self.registry.put_replica(replica)
-        self.registry.add_event(record.id, "replica_launched", f"{replica_id} in pool {pool.key}: {replica.message or replica.state.value}")
+        replica = self.replicas.launch(record, pool, env)
+        if replica is None:
+            return False
+        self.registry.add_event(record.id, "replica_launched", f"{replica.replica_id} in pool {pool.key}: launch requested")
+        return True

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--no-controller", action="store_true", help="Serve the API only (another process runs the controller).")
     parser.add_argument("--rq-worker", action="store_true",
-                        help="Also run an RQ worker child for the long steps (ingest, assembly, teardown).")
+                        help="Also run an RQ worker child for the long steps (ingest, assembly).")
     args = parser.parse_args(argv)
     serve(get_settings(), args.host, args.port, controller=not args.no_controller, rq_worker=args.rq_worker)
 

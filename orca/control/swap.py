@@ -1,32 +1,38 @@
-"""Live GPU swap, make-before-break: a new pool joins the job's queue, the old pool drains.
+"""Live GPU swap, make-before-break: a new pool joins the job's queue, the old pool hands over.
 
 Two layers:
 
 * :func:`swap_step` - a pure state machine. Data in (the swap record and what was
   observed this tick), decisions out (the next record and a list of actions).
-* :class:`SwapManager` - performs those actions through the job registry (pool states,
-  swap history), the chunk queue (``drain``/``undrain``) and the launchers.
+* :class:`SwapManager` - performs those actions on the job record (pool phases, swap
+  history) and the chunk queue (``drain``/``undrain``, ``set_standby``). It never calls a
+  launcher: the controller brings each pool's replicas to the pool's phase on its own tick
+  (an active pool is scaled, a draining pool's replicas are drained, a drained or cancelled
+  pool's replicas are terminated), with its launcher calls off the tick.
 
 Phases (``SwapOut.state``)::
 
-    launching --(new pool completed >= 1 chunk since the swap began)--> draining
+    launching --(a new replica is running, or the new pool completed a chunk)--> draining
     draining  --(old pool has no live replica, or swap_grace_s passed)--> done
     launching/draining --(swap --cancel)--> cancelled
-    launching --(swap_max_failures new replicas failed, none completed)--> cancelled
+    launching --(swap_max_failures new replicas failed)--> cancelled
 
-* launching: the new pool is added to ``JobRecord.pools`` as ``active`` with the old
-  pool's target, so the controller launches its replicas on the same queue (with its own
-  launcher instances). The old pool is untouched: it keeps working, and keeps being scaled.
-* draining starts only once a new replica **completed** a chunk (``pool_completions``),
-  not merely started: the old pool's state becomes ``draining`` (the controller stops
-  scaling it), ``ChunkQueue.drain(old)`` stops its claims, and ``launcher.drain`` sends
-  every live old replica SIGTERM semantics (finish in-flight chunks within the worker's
-  drain grace, release the rest without charging an attempt, exit).
-* done: when every old replica has ended, or ``swap_grace_s`` after draining began, every
-  old replica still live is terminated and the old pool becomes ``drained``.
-* cancelled: the new pool becomes ``cancelled`` and its replicas are terminated; the old
-  pool is undrained and ``active`` again (the controller relaunches any old replica that
-  already exited).
+* launching: the new pool is added to ``JobRecord.pools`` as ``active`` with the old pool's
+  target and put on **standby** in the queue: its burst workers that find nothing pending
+  wait while the old pool holds chunks, instead of exiting "empty" and being relaunched in a
+  loop. The controller launches the new pool's target once (at most target + failed
+  replicas). The old pool is untouched: it keeps working.
+* draining starts once the new pool is ready: a live new replica whose worker reports
+  ``running`` (engine up, claiming), or a chunk completed by the new pool. The old pool
+  becomes ``draining``, ``ChunkQueue.drain(old)`` stops its claims, and the controller
+  drains its replicas (SIGTERM semantics: finish in-flight chunks within the worker's drain
+  grace, release the rest without charging an attempt). Released chunks go to the waiting
+  new pool at once: the swap moves the work instead of waiting for the old pool to run dry.
+* done: when every old replica has ended, or ``swap_grace_s`` after draining began; the old
+  pool becomes ``drained`` (the controller terminates what is still live; its chunks come
+  back uncharged) and the new pool leaves standby.
+* cancelled: the new pool becomes ``cancelled`` (the controller terminates its replicas) and
+  leaves standby; on a user's cancel the old pool is undrained and ``active`` again.
 
 The swap record lives in ``JobRecord.swaps`` (a list; the last entry with state launching
 or draining is the active swap; finished entries are the history). Each entry has the
@@ -40,12 +46,12 @@ What the control plane calls (``orca/control/service.py`` and the controller)::
         # starts a swap (record must be in_progress), or with swap_request.cancel backs one out.
         # Raises JobStateError (no pool to swap from, swap already running, nothing to cancel,
         # same pool) or JobStateError when the job's lock stays busy for swap_lock_wait_s.
-    SwapManager(settings, registry, launchers=controller.launcher).tick(record, queue)
-        # every controller tick of a job (under the job's lock, after polling replicas);
-        # a job that left in_progress closes its active swap without acting.
+    SwapManager(settings, registry).tick(record, queue, replicas)
+        # every controller tick of a job (under the job's lock, after following replicas);
+        # a job that left in_progress closes its active swap.
 
 ``registry`` needs: ``get(job_id) -> JobRecord``, ``update(job_id, **fields)``,
-``replicas(job_id) -> list[Replica]``, ``put_replica(replica)``,
+``replicas(job_id) -> list[Replica]``, ``workers_metrics(job_id, ids)``,
 ``add_event(job_id, kind, message)``, ``lock(job_id)`` (context manager yielding bool),
 ``redis_url`` (``orca.queue.jobs.JobRegistry`` has all of them).
 """
@@ -59,7 +65,7 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any
 
-from orca.control.pools import Launchers, LauncherLookup, find, swap_pool, with_changes
+from orca.control.pools import find, swap_pool, with_changes
 from orca.errors import JobStateError
 from orca.fleet import Pool, PoolPhase, Replica, ReplicaState
 from orca.launchers.costs import pool_costs
@@ -110,6 +116,7 @@ class SwapObservation:
     to_completions: int      # pool_completions()[to_pool]
     to_failed: int           # new-pool replicas that ended FAILED
     from_live: int           # old-pool replicas still live
+    to_running: int = 0      # live new-pool replicas whose worker reports running (engine up)
 
 
 # -- actions -----------------------------------------------------------------
@@ -130,16 +137,12 @@ class UndrainQueue:
 
 
 @dataclass(frozen=True)
-class DrainReplicas:
+class SetStandby:
     pool: str
+    on: bool
 
 
-@dataclass(frozen=True)
-class TerminateReplicas:
-    pool: str
-
-
-Action = SetPoolState | DrainQueue | UndrainQueue | DrainReplicas | TerminateReplicas
+Action = SetPoolState | DrainQueue | UndrainQueue | SetStandby
 
 
 def swap_step(swap: SwapState, obs: SwapObservation, grace_s: float, max_failures: int) -> tuple[SwapState, list[Action]]:
@@ -149,15 +152,16 @@ def swap_step(swap: SwapState, obs: SwapObservation, grace_s: float, max_failure
     old, new = swap.from_pool, swap.to_pool
     if swap.cancel_requested:
         return (replace(swap, state=SwapPhase.CANCELLED, finished_at=obs.now, reason=swap.reason or "cancelled by user"),
-                [SetPoolState(new, PoolPhase.CANCELLED), TerminateReplicas(new), UndrainQueue(old), SetPoolState(old, PoolPhase.ACTIVE)])
+                [SetPoolState(new, PoolPhase.CANCELLED), SetStandby(new, False), UndrainQueue(old),
+                 SetPoolState(old, PoolPhase.ACTIVE)])
     if swap.state is SwapPhase.LAUNCHING:
-        if obs.to_completions - swap.baseline_completions >= 1:
+        if obs.to_running >= 1 or obs.to_completions - swap.baseline_completions >= 1:
             return (replace(swap, state=SwapPhase.DRAINING, drain_started_at=obs.now),
-                    [SetPoolState(old, PoolPhase.DRAINING), DrainQueue(old), DrainReplicas(old)])
+                    [SetPoolState(old, PoolPhase.DRAINING), DrainQueue(old)])
         if obs.to_failed >= max_failures:
             return (replace(swap, state=SwapPhase.CANCELLED, finished_at=obs.now,
-                            reason=f"{obs.to_failed} new replicas failed before completing a chunk"),
-                    [SetPoolState(new, PoolPhase.CANCELLED), TerminateReplicas(new)])
+                            reason=f"{obs.to_failed} new replicas failed before the new pool was ready"),
+                    [SetPoolState(new, PoolPhase.CANCELLED), SetStandby(new, False)])
         return swap, []
     # draining
     assert swap.drain_started_at is not None
@@ -168,20 +172,18 @@ def swap_step(swap: SwapState, obs: SwapObservation, grace_s: float, max_failure
     else:
         return swap, []
     return (replace(swap, state=SwapPhase.DONE, finished_at=obs.now, reason=reason),
-            [TerminateReplicas(old), SetPoolState(old, PoolPhase.DRAINED)])
+            [SetPoolState(old, PoolPhase.DRAINED), SetStandby(new, False)])
 
 
 # -- the manager ----------------------------------------------------------------
 
 
 class SwapManager:
-    def __init__(self, settings: Settings | None, registry: Any, launchers: LauncherLookup | None = None,
-                 clock: Callable[[], float] = time.time, queues: Callable[[str], Any] | None = None) -> None:
-        """``launchers``: launcher name -> Launcher (pass the controller's, so one instance sees every replica);
-        ``queues``: job id -> chunk queue (default: a ``ChunkQueue`` on the registry's Redis, closed after use)."""
+    def __init__(self, settings: Settings | None, registry: Any, clock: Callable[[], float] = time.time,
+                 queues: Callable[[str], Any] | None = None) -> None:
+        """``queues``: job id -> chunk queue (default: a ``ChunkQueue`` on the registry's Redis)."""
         self.settings = settings or get_settings()
         self.registry = registry
-        self._launchers = launchers or Launchers(self.settings, registry)
         self._clock = clock
         self._queues = queues
 
@@ -196,7 +198,8 @@ class SwapManager:
             if request.cancel:
                 if active is None:
                     raise JobStateError("no swap in progress to cancel")
-                return self._advance(record, replace(active, cancel_requested=True), queue=None)
+                return self._advance(record, replace(active, cancel_requested=True), queue=None,
+                                     replicas=self.registry.replicas(record.id))
             if active is not None:
                 raise JobStateError("a swap is already in progress", from_pool=active.from_pool, to_pool=active.to_pool)
             return self._start(record, request)
@@ -214,7 +217,9 @@ class SwapManager:
         if new.key == old.key:
             raise JobStateError("the job already runs on that pool", pool=old.key)
         pools = [p for p in pools if p.key != new.key] + [new]
-        baseline = self._completions(record.id).get(new.key, 0)
+        with self._queue(record.id) as queue:
+            baseline = queue.pool_completions().get(new.key, 0)
+            queue.set_standby(new.key, True)
         swap = SwapState(from_pool=old.key, to_pool=new.key, state=SwapPhase.LAUNCHING,
                          started_at=self._clock(), baseline_completions=baseline)
         self.registry.update(record.id, pools=pools, swaps=self._history(record) + [swap.to_dict()])
@@ -223,23 +228,23 @@ class SwapManager:
         return swap
 
     # -- controller side -------------------------------------------------
-    def tick(self, record: Any, queue: Any = None) -> SwapState | None:
-        """Advance the job's active swap, if any (call under the job's lock, after polling replicas)."""
+    def tick(self, record: Any, queue: Any = None, replicas: list[Replica] | None = None) -> SwapState | None:
+        """Advance the job's active swap, if any (call under the job's lock, after following replicas)."""
         active = self.active(record)
         if active is None:
             return None
         if record.status is not JobStatus.IN_PROGRESS:
             # The job's teardown stops every replica; only the record is closed here.
             if active.state is SwapPhase.DRAINING:
-                phase, pool_state = SwapPhase.DONE, SetPoolState(active.from_pool, "drained")
+                phase, pool_state = SwapPhase.DONE, SetPoolState(active.from_pool, PoolPhase.DRAINED)
             else:
-                phase, pool_state = SwapPhase.CANCELLED, SetPoolState(active.to_pool, "cancelled")
+                phase, pool_state = SwapPhase.CANCELLED, SetPoolState(active.to_pool, PoolPhase.CANCELLED)
             closed = replace(active, state=phase, finished_at=self._clock(),
                              reason=f"job left in_progress ({record.status.value})")
-            self._save(record, closed, self._apply(record, [pool_state], queue=None, replicas=[]))
+            self._save(record, closed, self._apply(record, [pool_state], queue=None))
             self._event(record, closed)
             return closed
-        return self._advance(record, active, queue)
+        return self._advance(record, active, queue, replicas if replicas is not None else self.registry.replicas(record.id))
 
     @staticmethod
     def active(record: Any) -> SwapState | None:
@@ -261,18 +266,20 @@ class SwapManager:
             with ChunkQueue(self.registry.redis_url, job_id, self.settings.queue) as own:
                 yield own
 
-    def _advance(self, record: Any, swap: SwapState, queue: Any) -> SwapState:
+    def _advance(self, record: Any, swap: SwapState, queue: Any, replicas: list[Replica]) -> SwapState:
         with self._queue(record.id, queue) as queue:
-            replicas = self.registry.replicas(record.id)
+            fresh = [r.replica_id for r in replicas if r.pool == swap.to_pool and r.state.live]
+            reports = self.registry.workers_metrics(record.id, fresh) if swap.state is SwapPhase.LAUNCHING else []
             obs = SwapObservation(
                 now=self._clock(),
                 to_completions=int(queue.pool_completions().get(swap.to_pool, 0)),
                 to_failed=sum(1 for r in replicas if r.pool == swap.to_pool and r.state is ReplicaState.FAILED),
                 from_live=sum(1 for r in replicas if r.pool == swap.from_pool and r.state.live),
+                to_running=sum(1 for report in reports if report.get("state") == "running"),
             )
             nxt, actions = swap_step(swap, obs, self.settings.launcher.swap_grace_s, self.settings.launcher.swap_max_failures)
-            pools = self._apply(record, actions, queue, replicas)
-            costs = pool_costs(r for r in self.registry.replicas(record.id) if r.pool in (swap.from_pool, swap.to_pool))
+            pools = self._apply(record, actions, queue)
+            costs = pool_costs(r for r in replicas if r.pool in (swap.from_pool, swap.to_pool))
             nxt = replace(nxt, cost_usd={k: round(v, 6) for k, v in costs.items()})
             if nxt != swap or pools is not None:
                 self._save(record, nxt, pools)
@@ -286,7 +293,7 @@ class SwapManager:
                                 f"swap {swap.from_pool} -> {swap.to_pool}: {swap.state.value}"
                                 + (f" ({swap.reason})" if swap.reason else ""))
 
-    def _apply(self, record: Any, actions: Iterable[Action], queue: Any, replicas: list[Replica]) -> list[Pool] | None:
+    def _apply(self, record: Any, actions: Iterable[Action], queue: Any) -> list[Pool] | None:
         """Perform ``actions``; returns the new pools list when a pool state changed."""
         pools = list(record.pools)
         changed = False
@@ -299,18 +306,8 @@ class SwapManager:
                 queue.drain(action.pool)
             elif isinstance(action, UndrainQueue):
                 queue.undrain(action.pool)
-            elif isinstance(action, (DrainReplicas, TerminateReplicas)):
-                for replica in replicas:
-                    if replica.pool != action.pool or not replica.state.live:
-                        continue
-                    launcher = self._launchers(replica.launcher)
-                    if isinstance(action, DrainReplicas):
-                        replica = launcher.drain(replica)
-                    else:
-                        replica = launcher.terminate(replica)
-                    self.registry.put_replica(replica)
-                    if not replica.state.live and queue is not None:  # torn down: what it held goes back now, uncharged
-                        queue.reclaim(replica.replica_id, "terminated by swap", charge=False)
+            elif isinstance(action, SetStandby):
+                queue.set_standby(action.pool, action.on)
         if changed:
             record.pools = pools
         return pools if changed else None
@@ -327,10 +324,6 @@ class SwapManager:
     @staticmethod
     def _history(record: Any) -> list[dict]:
         return [dict(s) for s in (getattr(record, "swaps", None) or [])]
-
-    def _completions(self, job_id: str) -> dict[str, int]:
-        with self._queue(job_id) as queue:
-            return queue.pool_completions()
 
     @contextmanager
     def _locked(self, job_id: str) -> Iterator[None]:

@@ -1,4 +1,4 @@
-"""The control plane's long steps, run as RQ jobs (``orca.queue.background``): ingest, assembly, teardown.
+"""The control plane's long steps, run as RQ jobs (``orca.queue.background``): ingest and assembly.
 
 Each step takes the enqueuer's settings as JSON plus a job id, rebuilds its context in the
 RQ worker, and is idempotent: a retried or repeated step reads the job's status first and
@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from orca.control.assembly import assemble_into
-from orca.control.pools import Launchers, pool_for_plan
+from orca.control.pools import pool_for_plan
 from orca.control.service import OrcaService
 from orca.control.transitions import move
 from orca.control.retention import output_expires_at
-from orca.errors import InputValidationError, JobStateError, OrcaError, PlanInfeasibleError
+from orca.errors import InputValidationError, JobStateError, PlanInfeasibleError
 from orca.models import JobStatus, ValidationIssue
 from orca.queue.jobs import FileRecord, JobRecord
 from orca.settings import Settings
@@ -182,26 +182,3 @@ def assemble_job(settings_json: str, job_id: str) -> None:
             move(reg, job_id, S.COMPLETED, "job completed")
         elif record.status is S.CANCELLING:
             move(reg, job_id, S.CANCELLED, "job cancelled; partial results kept")
-
-
-# -- teardown --------------------------------------------------------------
-def teardown_job(settings_json: str, job_id: str) -> None:
-    """Terminate every live replica of the job (safe to repeat)."""
-    with _service(settings_json) as svc:
-        reg = svc.registry
-        live = [r for r in reg.replicas(job_id) if r.state.live]
-        lookup = Launchers(svc.settings, reg)
-        launchers = {r.replica_id: lookup(r.launcher) for r in live}
-        errors = []
-        for phase in ("drain", "terminate"):  # all get SIGTERM first, so their grace periods overlap
-            for i, replica in enumerate(live):
-                try:
-                    live[i] = getattr(launchers[replica.replica_id], phase)(replica)
-                    reg.put_replica(live[i])
-                except OrcaError as exc:
-                    errors.append(f"{replica.replica_id}: {phase}: {exc}")
-        if errors:
-            reg.add_event(job_id, "teardown_error", "; ".join(errors))
-            raise OrcaError("teardown incomplete", job_id=job_id, errors=errors)
-        reg.add_event(job_id, "teardown", "all replicas terminated")
-

@@ -1,4 +1,4 @@
-"""Long control-plane steps (ingest, launch, assembly, teardown) as RQ jobs, and the RQ worker.
+"""Long control-plane steps (ingest, assembly) as RQ jobs, and the RQ worker.
 
 RQ keeps each step in Redis, so a step enqueued before a server restart still runs after
 it, and a failed or abandoned step is retried (RQ ``Retry``). Steps are named by a

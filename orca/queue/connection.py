@@ -32,7 +32,7 @@ from orca.settings import QueueSettings
 
 T = TypeVar("T")
 
-SCRIPT_NAMES = ("enqueue_many", "claim", "renew", "complete", "fail", "release", "reap", "reclaim", "drain")
+SCRIPT_NAMES = ("enqueue_many", "claim", "renew", "complete", "fail", "release", "reap", "reclaim", "drain", "unlock")
 
 
 @cache

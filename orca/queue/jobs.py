@@ -71,6 +71,7 @@ class JobRecord(BaseModel):
     rate_t0: float | None = None
     rate_done0: int | None = None
     replica_failures: int = 0
+    tick_failures: int = 0       # controller ticks in a row that raised on this job
     metadata: dict[str, str] = Field(default_factory=dict)
     output_expires_after_s: int | None = None  # expiry of the output/error files, from their creation
 
@@ -274,24 +275,37 @@ class JobRegistry:
         try:
             yield acquired
         finally:
-            if acquired:
-                self._conn.call(lambda: self._release(name, token))
+            if acquired:  # only if still ours: after an expiry someone else may hold it
+                self._conn.script("unlock", [name], [token])
 
-    def _release(self, name: str, token: str) -> None:
-        with self._r.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(name)
-                if pipe.get(name) == token:
-                    pipe.multi()
-                    pipe.delete(name)
-                    pipe.execute()
-            except redis.WatchError:
-                pass  # someone else took it after it expired: not ours to delete
+    # -- controllers ------------------------------------------------------
+    def heartbeat(self, controller_id: str, now: float | None = None) -> None:
+        """Record that ``controller_id`` is alive (once per tick)."""
+        when = time.time() if now is None else now
+
+        def beat() -> None:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.zadd(keys.CONTROLLERS, {controller_id: when * 1000.0})
+            pipe.zremrangebyscore(keys.CONTROLLERS, 0, (when - 86400.0) * 1000.0)  # forget controllers gone a day
+            pipe.execute()
+
+        self._conn.call(beat)
+
+    def controllers(self, since: float) -> set[str]:
+        """Controllers that reported alive at or after ``since`` (unix seconds)."""
+        return set(self._conn.call(lambda: self._r.zrangebyscore(keys.CONTROLLERS, since * 1000.0, "+inf")))
 
     # -- replicas -------------------------------------------------------
     def put_replica(self, replica: Replica) -> None:
         data = json.dumps(replica.to_dict())
         self._conn.call(lambda: self._r.hset(keys.job_replicas(replica.job_id), replica.replica_id, data))
+
+    def put_replicas(self, replicas: list[Replica]) -> None:
+        """Write several replica records of one job in one round trip."""
+        if not replicas:
+            return
+        mapping = {r.replica_id: json.dumps(r.to_dict()) for r in replicas}
+        self._conn.call(lambda: self._r.hset(keys.job_replicas(replicas[0].job_id), mapping=mapping))
 
     def replicas(self, job_id: str) -> list[Replica]:
         raw = self._conn.call(lambda: self._r.hgetall(keys.job_replicas(job_id)))

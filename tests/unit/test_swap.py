@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from orca.control.pools import catalog_price, swap_pool
-from orca.control.swap import (DrainQueue, DrainReplicas, SetPoolState, SwapManager, SwapObservation, SwapPhase,
-                               SwapState, TerminateReplicas, UndrainQueue, swap_step)
+from orca.control.swap import (DrainQueue, SetPoolState, SetStandby, SwapManager, SwapObservation, SwapPhase,
+                               SwapState, UndrainQueue, swap_step)
 from orca.errors import JobStateError
 from orca.fleet import Pool, Replica, ReplicaState
 from orca.models import JobStatus
@@ -23,12 +23,13 @@ def launching(**kw) -> SwapState:
     return SwapState(from_pool="old", to_pool="new", state=SwapPhase.LAUNCHING, started_at=0.0, **kw)
 
 
-def obs(now=10.0, to_completions=0, to_failed=0, from_live=2) -> SwapObservation:
-    return SwapObservation(now=now, to_completions=to_completions, to_failed=to_failed, from_live=from_live)
+def obs(now=10.0, to_completions=0, to_failed=0, from_live=2, to_running=0) -> SwapObservation:
+    return SwapObservation(now=now, to_completions=to_completions, to_failed=to_failed, from_live=from_live,
+                           to_running=to_running)
 
 
 # -- the pure state machine ---------------------------------------------------------
-def test_new_pool_not_yet_completing_leaves_old_pool_untouched():
+def test_new_pool_not_yet_ready_leaves_old_pool_untouched():
     swap = launching()
     for seen in (obs(), obs(now=500.0, from_live=2), obs(to_failed=MAX_FAIL - 1)):
         nxt, actions = swap_step(swap, seen, GRACE, MAX_FAIL)
@@ -45,7 +46,14 @@ def test_completions_from_before_the_swap_do_not_count():
 def test_first_completion_drains_the_old_pool():
     nxt, actions = swap_step(launching(), obs(now=42.0, to_completions=1), GRACE, MAX_FAIL)
     assert nxt.state is SwapPhase.DRAINING and nxt.drain_started_at == 42.0
-    assert actions == [SetPoolState("old", "draining"), DrainQueue("old"), DrainReplicas("old")]
+    assert actions == [SetPoolState("old", "draining"), DrainQueue("old")]
+
+
+def test_a_running_new_worker_moves_the_chunks_before_any_completion():
+    """Ready means a new worker is up and waiting: the old pool hands its chunks over now instead
+    of running dry first (on a job whose chunks the old pool holds, nothing would ever complete)."""
+    nxt, actions = swap_step(launching(), obs(now=7.0, to_running=1), GRACE, MAX_FAIL)
+    assert nxt.state is SwapPhase.DRAINING and actions == [SetPoolState("old", "draining"), DrainQueue("old")]
 
 
 def test_draining_waits_for_old_replicas_within_grace():
@@ -57,14 +65,14 @@ def test_grace_expiry_terminates_the_old_pool():
     draining = SwapState(from_pool="old", to_pool="new", state=SwapPhase.DRAINING, started_at=0.0, drain_started_at=100.0)
     nxt, actions = swap_step(draining, obs(now=160.0, from_live=1), GRACE, MAX_FAIL)
     assert nxt.state is SwapPhase.DONE and nxt.finished_at == 160.0 and "grace" in nxt.reason
-    assert actions == [TerminateReplicas("old"), SetPoolState("old", "drained")]
+    assert actions == [SetPoolState("old", "drained"), SetStandby("new", False)]
 
 
 def test_old_pool_that_drained_by_itself_finishes_early():
     draining = SwapState(from_pool="old", to_pool="new", state=SwapPhase.DRAINING, started_at=0.0, drain_started_at=100.0)
     nxt, actions = swap_step(draining, obs(now=110.0, from_live=0), GRACE, MAX_FAIL)
     assert nxt.state is SwapPhase.DONE and nxt.reason == "old pool drained"
-    assert actions == [TerminateReplicas("old"), SetPoolState("old", "drained")]
+    assert actions == [SetPoolState("old", "drained"), SetStandby("new", False)]
 
 
 @pytest.mark.parametrize("phase", [SwapPhase.LAUNCHING, SwapPhase.DRAINING])
@@ -73,14 +81,14 @@ def test_cancel_tears_down_the_new_pool_and_undrains_the_old(phase):
                      cancel_requested=True)
     nxt, actions = swap_step(swap, obs(now=20.0, to_completions=9), GRACE, MAX_FAIL)
     assert nxt.state is SwapPhase.CANCELLED and nxt.finished_at == 20.0
-    assert actions == [SetPoolState("new", "cancelled"), TerminateReplicas("new"), UndrainQueue("old"),
+    assert actions == [SetPoolState("new", "cancelled"), SetStandby("new", False), UndrainQueue("old"),
                        SetPoolState("old", "active")]
 
 
 def test_new_pool_that_keeps_failing_backs_out_on_its_own():
     nxt, actions = swap_step(launching(), obs(to_failed=MAX_FAIL), GRACE, MAX_FAIL)
     assert nxt.state is SwapPhase.CANCELLED and "failed" in nxt.reason
-    assert actions == [SetPoolState("new", "cancelled"), TerminateReplicas("new")]
+    assert actions == [SetPoolState("new", "cancelled"), SetStandby("new", False)]
 
 
 @pytest.mark.parametrize("phase", [SwapPhase.DONE, SwapPhase.CANCELLED])
@@ -129,6 +137,7 @@ class FakeRegistry:
         self.record = record
         self.replica_map: dict[str, Replica] = {}
         self.events: list[tuple[str, str]] = []
+        self.reports: dict[str, dict] = {}   # worker id -> its latest metrics report
         self.locked = False
 
     def get(self, job_id):
@@ -147,6 +156,9 @@ class FakeRegistry:
     def add_event(self, job_id, kind, message, **data):
         self.events.append((kind, message))
 
+    def workers_metrics(self, job_id, worker_ids):
+        return [self.reports.get(w, {}) for w in worker_ids]
+
     @contextmanager
     def lock(self, job_id, ttl_s=None):
         yield not self.locked
@@ -154,21 +166,6 @@ class FakeRegistry:
 
 def _copy(ns):
     return SimpleNamespace(**{k: (list(v) if isinstance(v, list) else v) for k, v in vars(ns).items()})
-
-
-class RecordingLauncher:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-
-    def drain(self, r):
-        self.calls.append(("drain", r.replica_id))
-        r.state = ReplicaState.DRAINING
-        return r
-
-    def terminate(self, r):
-        self.calls.append(("terminate", r.replica_id))
-        r.state = ReplicaState.TERMINATED
-        return r
 
 
 @pytest.fixture
@@ -183,15 +180,17 @@ def rig():
     queue = MemoryChunkQueue("job_1", server=server)
     queue.enqueue_many([f"c{i}" for i in range(10)])
     clock = SimpleNamespace(t=1000.0)
-    launcher = RecordingLauncher()
     settings = Settings(launcher=LauncherSettings(swap_grace_s=60, local_swap_profiles={"fast": {"fake_latency_s": "0"}}))
-    manager = SwapManager(settings, registry, launchers=lambda pool: launcher, clock=lambda: clock.t,
-                          queues=lambda job_id: queue)
-    return SimpleNamespace(record=record, registry=registry, queue=queue, clock=clock, launcher=launcher, manager=manager)
+    manager = SwapManager(settings, registry, clock=lambda: clock.t, queues=lambda job_id: queue)
+    return SimpleNamespace(record=record, registry=registry, queue=queue, clock=clock, manager=manager)
 
 
 def _request(**kw):
     return SimpleNamespace(**{"gpu": "fast", "tp": 1, "pp": 1, "market": "spot", "launcher": None, "cancel": False, **kw})
+
+
+def _states(rig) -> dict[str, str]:
+    return {p.key: p.state.value for p in rig.record.pools}
 
 
 def test_manager_swap_start_drain_and_finish(rig):
@@ -200,37 +199,47 @@ def test_manager_swap_start_drain_and_finish(rig):
     pools = {p.key: p for p in rig.record.pools}
     assert pools["fast-tp1-pp1-local"].active and pools["fast-tp1-pp1-local"].target == 2
     assert pools["cpu-tp1-pp1-local"].target == 2
+    assert rig.queue.standby() == {"fast-tp1-pp1-local"}  # its workers wait for chunks instead of exiting
 
-    # the controller launched the new pool; it claimed a chunk but has not completed one
+    # the controller launched the new pool; its worker is still loading its engine
     rig.registry.put_replica(Replica(replica_id="new-1", job_id="job_1", pool="fast-tp1-pp1-local", launcher="local",
-                                     state=ReplicaState.RUNNING, handle="2:2"))
-    lease = rig.queue.claim("new-1", "fast-tp1-pp1-local")[0]
+                                     state=ReplicaState.STARTING, handle="2:2"))
+    rig.registry.reports["new-1"] = {"state": "starting"}
     assert rig.manager.tick(rig.record).state is SwapPhase.LAUNCHING
     [old_lease] = rig.queue.claim("old-1", "cpu-tp1-pp1-local")  # the old pool still claims
-    assert rig.launcher.calls == []
 
-    rig.queue.complete(lease)
+    rig.registry.reports["new-1"] = {"state": "running"}  # engine up: the new pool is ready
     rig.clock.t = 1010.0
     swap = rig.manager.tick(rig.record)
-    assert swap.state is SwapPhase.DRAINING
-    assert sorted(rig.launcher.calls) == [("drain", "old-1"), ("drain", "old-2")]
+    assert swap.state is SwapPhase.DRAINING and swap.drain_started_at == 1010.0
     assert rig.queue.claim("old-1", "cpu-tp1-pp1-local") == []  # drained pool gets nothing
-    assert {p.key: p.state for p in rig.record.pools}["cpu-tp1-pp1-local"] == "draining"
+    assert rig.queue.claim("new-1", "fast-tp1-pp1-local")  # the new one does
+    assert _states(rig)["cpu-tp1-pp1-local"] == "draining"  # the controller drains its replicas
 
     rig.clock.t = 1069.0
     assert rig.manager.tick(rig.record).state is SwapPhase.DRAINING
     rig.clock.t = 1070.0
     swap = rig.manager.tick(rig.record)
-    assert swap.state is SwapPhase.DONE and swap.finished_at == 1070.0
-    assert ("terminate", "old-1") in rig.launcher.calls
-    old_chunk = rig.queue.chunk(old_lease.chunk_id)  # what the terminated worker held is back in the queue, uncharged
-    assert (old_chunk.state, old_chunk.attempts) == (ChunkState.PENDING, 0)
-    assert {p.key: p.state for p in rig.record.pools}["cpu-tp1-pp1-local"] == "drained"
+    assert swap.state is SwapPhase.DONE and swap.finished_at == 1070.0 and "grace" in swap.reason
+    assert _states(rig) == {"cpu-tp1-pp1-local": "drained", "fast-tp1-pp1-local": "active"}
+    assert rig.queue.standby() == set() and rig.queue.chunk(old_lease.chunk_id).owner == "old-1"
     assert rig.record.swaps[-1]["state"] == "done" and set(rig.record.swaps[-1]["cost_usd"]) == {
         "cpu-tp1-pp1-local", "fast-tp1-pp1-local"}
     kinds = [k for k, _ in rig.registry.events]
     assert kinds == ["swap_started", "swap_draining", "swap_done"]
     assert rig.manager.tick(rig.record) is None  # nothing active any more
+
+
+def test_old_pool_that_ended_finishes_the_swap_before_the_grace(rig):
+    rig.manager.request(rig.record, _request())
+    lease = rig.queue.claim("new-1", "fast-tp1-pp1-local")[0]
+    rig.queue.complete(lease)  # a completion is proof enough
+    assert rig.manager.tick(rig.record).state is SwapPhase.DRAINING
+    for i in (1, 2):
+        rig.registry.put_replica(Replica(replica_id=f"old-{i}", job_id="job_1", pool="cpu-tp1-pp1-local",
+                                         launcher="local", state=ReplicaState.TERMINATED))
+    swap = rig.manager.tick(rig.record)
+    assert swap.state is SwapPhase.DONE and swap.reason == "old pool drained"
 
 
 def test_manager_cancel_backs_out(rig):
@@ -240,10 +249,9 @@ def test_manager_cancel_backs_out(rig):
     rig.queue.drain("cpu-tp1-pp1-local")  # as if the drain had begun
     swap = rig.manager.request(rig.record, _request(cancel=True))
     assert swap.state is SwapPhase.CANCELLED
-    assert rig.launcher.calls == [("terminate", "new-1")]
     assert rig.queue.claim("old-1", "cpu-tp1-pp1-local")  # undrained
-    states = {p.key: p.state for p in rig.record.pools}
-    assert states == {"cpu-tp1-pp1-local": "active", "fast-tp1-pp1-local": "cancelled"}
+    assert _states(rig) == {"cpu-tp1-pp1-local": "active", "fast-tp1-pp1-local": "cancelled"}  # the controller tears it down
+    assert rig.queue.standby() == set()
     with pytest.raises(JobStateError):
         rig.manager.request(rig.record, _request(cancel=True))
 
@@ -266,14 +274,12 @@ def test_manager_waits_for_the_job_lock_then_gives_up(rig):
         rig.manager.request(rig.record, _request())
 
 
-def test_job_leaving_in_progress_closes_the_swap_without_acting(rig):
+def test_job_leaving_in_progress_closes_the_swap(rig):
     rig.manager.request(rig.record, _request())
     rig.record.status = JobStatus.FINALIZING
     swap = rig.manager.tick(rig.record)
     assert swap.state is SwapPhase.CANCELLED and "left in_progress" in swap.reason
-    assert rig.launcher.calls == []
-    states = {p.key: p.state for p in rig.record.pools}
-    assert states == {"cpu-tp1-pp1-local": "active", "fast-tp1-pp1-local": "cancelled"}
+    assert _states(rig) == {"cpu-tp1-pp1-local": "active", "fast-tp1-pp1-local": "cancelled"}
 
 
 def test_job_finishing_mid_drain_marks_the_old_pool_drained(rig):
@@ -281,11 +287,8 @@ def test_job_finishing_mid_drain_marks_the_old_pool_drained(rig):
     lease = rig.queue.claim("new-1", "fast-tp1-pp1-local")[0]
     rig.queue.complete(lease)
     assert rig.manager.tick(rig.record).state is SwapPhase.DRAINING
-    calls = list(rig.launcher.calls)
     rig.record.status = JobStatus.FINALIZING
     swap = rig.manager.tick(rig.record)
     assert swap.state is SwapPhase.DONE and "left in_progress" in swap.reason
-    assert rig.launcher.calls == calls  # the job's teardown stops replicas, not the swap
-    states = {p.key: p.state for p in rig.record.pools}
-    assert states == {"cpu-tp1-pp1-local": "drained", "fast-tp1-pp1-local": "active"}
+    assert _states(rig) == {"cpu-tp1-pp1-local": "drained", "fast-tp1-pp1-local": "active"}
     assert [k for k, _ in rig.registry.events][-1] == "swap_done"

@@ -1,0 +1,180 @@
+"""One controller's launcher calls for its jobs' replicas: submit, follow, apply.
+
+The controller tick decides *what* should happen to a job's replicas (launch one, drain one,
+tear one down, look at one); this module makes each decision a launcher call on the
+controller's :class:`~orca.control.calls.CallRunner` and, on later ticks of the job, writes
+what the calls returned to Redis.
+
+Replica records carry what keeps this safe across controllers and restarts:
+
+* ``rev``: bumped by every write here. A call's result lands only on the revision it was
+  made for, so a late poll never overwrites a newer drain or teardown.
+* ``call``/``call_by``/``call_at``: a launch, drain or teardown in flight and the controller
+  running it. Other controllers leave such a replica alone, so nothing is launched or torn
+  down twice. A call whose controller stopped beating (``control.controller_ttl_s``) is
+  orphaned: a lost launch ends the replica (``terminated``: whatever the cloud made exits
+  when it finds no work, or is stopped by the cloud's own idle teardown), a lost drain or
+  teardown is simply decided again. Polls are not marked: they only read.
+
+Writes happen only inside the job's tick (under its lock); call threads never touch Redis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from orca.control.calls import CallResult, CallRunner
+from orca.fleet import Pool, Replica, ReplicaState, WorkerEnv
+from orca.queue.jobs import JobRecord
+from orca.settings import Settings
+
+#: Launcher operations that change a replica (marked on its record while in flight).
+MARKED_OPS = ("launch", "drain", "terminate")
+
+
+def _same(a: Replica, b: Replica) -> bool:
+    """Equal apart from the bookkeeping fields (a poll that changed nothing is not written)."""
+    skip = {"rev", "call", "call_by", "call_at"}
+    return all(getattr(a, f.name) == getattr(b, f.name) for f in dataclasses.fields(Replica) if f.name not in skip)
+
+
+class ReplicaCalls:
+    """Launcher calls of one controller; see the module doc."""
+
+    def __init__(self, controller_id: str, settings: Settings, registry: Any, launchers: Callable[[str], Any],
+                 runner: CallRunner, queue_for: Callable[[str], Any], clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.id = controller_id
+        self.settings = settings
+        self.registry = registry
+        self.launchers = launchers
+        self.runner = runner
+        self.queue_for = queue_for
+        self._clock = clock
+        self._monotonic = monotonic
+        self._last_poll: dict[str, float] = {}     # replica id -> when this controller last asked for its state
+
+    # -- following ---------------------------------------------------------
+    def follow(self, record: JobRecord, live_controllers: set[str]) -> list[Replica]:
+        """Write the job's finished calls, take over orphaned ones, ask for due polls; the job's replicas now."""
+        results = self.runner.collect(record.id)
+        replicas = {r.replica_id: r for r in self.registry.replicas(record.id)}
+        writes: dict[str, Replica] = {}
+        for result in results:
+            stored = replicas.get(result.replica_id)
+            if stored is None or stored.rev != result.rev:
+                self._stale(record, result)
+                continue
+            new = self._outcome(stored, result)
+            if result.op == "poll" and _same(new, stored):
+                continue
+            new = dataclasses.replace(new, rev=stored.rev + 1, call="", call_by="", call_at=0.0)
+            writes[new.replica_id] = replicas[new.replica_id] = new
+            self._changed(record, stored, new)
+        busy = self.runner.busy(record.id)
+        for replica in list(replicas.values()):
+            if replica.call and replica.replica_id not in busy and (
+                    replica.call_by == self.id or replica.call_by not in live_controllers):
+                new = self._orphaned(replica)
+                writes[new.replica_id] = replicas[new.replica_id] = new
+                self._changed(record, replica, new)
+        self.registry.put_replicas(list(writes.values()))
+        current = sorted(replicas.values(), key=lambda r: (r.created_at, r.replica_id))
+        self._poll_due(record, current, busy)
+        return current
+
+    def _outcome(self, stored: Replica, result: CallResult) -> Replica:
+        if result.error is None and result.replica is not None:
+            return result.replica
+        why = f"{type(result.error).__name__}: {result.error}" if result.error is not None else "no result"
+        if result.op == "launch":
+            return dataclasses.replace(stored, state=ReplicaState.FAILED, ended_at=self._clock(),
+                                       message=f"launch failed: {why}")
+        verb = {"poll": "state unknown", "drain": "drain failed", "terminate": "teardown failed"}[result.op]
+        return dataclasses.replace(stored, message=f"{verb}: {why}")
+
+    def _stale(self, record: JobRecord, result: CallResult) -> None:
+        """A result for a record that moved on. A launch that made something is torn down again."""
+        made = result.replica
+        if result.op == "launch" and made is not None and made.state.live:
+            launcher = self.launchers(made.launcher)
+            self.runner.submit(record.id, made.replica_id, "terminate", -1, lambda: launcher.terminate(made))
+
+    def _orphaned(self, replica: Replica) -> Replica:
+        lost = f"{replica.call} lost with controller {replica.call_by}"
+        base = dataclasses.replace(replica, rev=replica.rev + 1, call="", call_by="", call_at=0.0)
+        if replica.call == "launch":
+            return dataclasses.replace(base, state=ReplicaState.TERMINATED, ended_at=self._clock(), message=lost)
+        return dataclasses.replace(base, message=f"{lost}; decided again")
+
+    def _changed(self, record: JobRecord, old: Replica, new: Replica) -> None:
+        """Events, failure count and reclaim for a replica that changed state."""
+        if new.state is ReplicaState.FAILED and old.state is not ReplicaState.FAILED:
+            record.replica_failures += 1
+            self.registry.update(record.id, replica_failures=record.replica_failures)
+            self.registry.add_event(record.id, "replica_failed", f"{new.replica_id}: {new.message}")
+        if old.state.live and not new.state.live:
+            self._last_poll.pop(new.replica_id, None)
+            self._reclaim(record, new)
+
+    def _reclaim(self, record: JobRecord, replica: Replica) -> None:
+        """A worker that is gone (crashed, killed, preempted, torn down) gets its chunks taken back now,
+        not when its leases expire; fencing keeps anything it might still send from committing.
+        Only a failure charges the chunks an attempt: a preemption or teardown is not their fault."""
+        why = f"replica {replica.state.value}" + (f": {replica.message}" if replica.message else "")
+        taken = self.queue_for(record.id).reclaim(replica.replica_id, why, charge=replica.state is ReplicaState.FAILED)
+        if taken:
+            self.registry.add_event(record.id, "reclaimed", f"{len(taken)} chunk(s) of {replica.replica_id} "
+                                    f"({replica.state.value}) returned to the queue")
+
+    def _poll_due(self, record: JobRecord, replicas: list[Replica], busy: set[str]) -> None:
+        now = self._monotonic()
+        every = self.settings.control.poll_every_s
+        for replica in replicas:
+            if not (replica.state.live and replica.handle) or replica.call or replica.replica_id in busy:
+                continue
+            if now - self._last_poll.get(replica.replica_id, float("-inf")) < every or not self._room(busy):
+                continue
+            launcher = self.launchers(replica.launcher)
+            copy = dataclasses.replace(replica)
+            self.runner.submit(record.id, replica.replica_id, "poll", replica.rev, lambda: launcher.poll(copy))
+            self._last_poll[replica.replica_id] = now
+            busy.add(replica.replica_id)
+
+    def _room(self, busy: set[str]) -> bool:
+        return len(busy) < self.settings.control.calls_per_job
+
+    # -- acting ----------------------------------------------------------------
+    def launch(self, record: JobRecord, pool: Pool, env: WorkerEnv) -> Replica | None:
+        """Record a new replica of ``pool`` (provisioning, launch in flight) and submit its launch;
+        None when the job already has ``calls_per_job`` calls out."""
+        if not self._room(self.runner.busy(record.id)):
+            return None
+        launcher = self.launchers(pool.launcher)  # an unknown launcher fails here, before anything is recorded
+        now = self._clock()
+        replica = Replica(replica_id=f"w-{uuid.uuid4().hex[:10]}", job_id=record.id, pool=pool.key,
+                          launcher=pool.launcher, state=ReplicaState.PROVISIONING, created_at=now,
+                          price_per_hour=pool.price_per_replica_hour, message="launch requested",
+                          rev=1, call="launch", call_by=self.id, call_at=now)
+        self.registry.put_replica(replica)  # the intent is in Redis before the call starts
+        self.runner.submit(record.id, replica.replica_id, "launch", replica.rev,
+                           lambda: launcher.launch(env, pool, replica.replica_id))
+        return replica
+
+    def act(self, record: JobRecord, replica: Replica, op: str) -> bool:
+        """Submit ``op`` (drain or terminate) for a live replica; False if a call for it is already out
+        (or the job has too many), so the next tick decides again."""
+        assert op in ("drain", "terminate")
+        busy = self.runner.busy(record.id)
+        if replica.call or replica.replica_id in busy or not self._room(busy):
+            return False
+        launcher = self.launchers(replica.launcher)
+        marked = dataclasses.replace(replica, rev=replica.rev + 1, call=op, call_by=self.id, call_at=self._clock())
+        self.registry.put_replica(marked)
+        copy = dataclasses.replace(marked)
+        self.runner.submit(record.id, replica.replica_id, op, marked.rev, lambda: getattr(launcher, op)(copy))
+        return True
