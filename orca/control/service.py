@@ -25,6 +25,7 @@ from orca.control.schemas import (
 )
 from orca.control.swap import SwapManager
 from orca.control.transitions import move
+from orca.control.validation import check_job_create, check_swap
 from orca.durations import parse_duration
 from orca.errors import InputValidationError, JobNotFoundError, JobStateError, ObjectNotFoundError
 from orca.launchers.base import ReplicaState
@@ -127,12 +128,14 @@ class OrcaService:
         """Store the input file and start validating it (in the background). Returns the new job."""
         _deadline_s(spec)  # a bad deadline or bad metadata stores nothing
         check_metadata(spec.metadata, self.settings.control)
+        check_job_create(spec, self.settings)  # nor does a launcher, GPU or market orca cannot run
         input_file = self.create_file(user, data, filename, "batch")
         return self._start_job(user, input_file, spec)
 
     def create_job_from_file(self, user: str, file_id: str, spec: JobCreate) -> Job:
         """Start a job on a file uploaded before (OpenAI ``POST /v1/batches``)."""
         check_metadata(spec.metadata, self.settings.control)
+        check_job_create(spec, self.settings)
         return self._start_job(user, self.get_file(user, file_id), spec)
 
     def _start_job(self, user: str, input_file: FileRecord, spec: JobCreate) -> Job:
@@ -237,6 +240,7 @@ class OrcaService:
     def swap(self, user: str, job_id: str, request: SwapRequest) -> Job:
         """Move a running job to another GPU type (or cancel a swap in flight) via the swap manager."""
         record = self._own(user, job_id)
+        check_swap(request, record.launcher or self.settings.control.default_launcher, self.settings)
         if record.status is not JobStatus.IN_PROGRESS:
             raise JobStateError("only a running job can swap", status=record.status.value)
         SwapManager(self.settings, self.registry).request(record, request)

@@ -34,6 +34,8 @@ from orca.planner.types import Constraints, JobStats, Market, Plan
 
 RISK_BASE: dict[str, float] = {"spot": 0.2, "serverless": 0.05, "on_demand": 0.02, "local": 0.02}
 _PARALLEL = ((1, 1), (2, 1), (4, 1), (8, 1), (4, 2), (8, 2), (2, 2), (2, 4))
+#: (tp, pp) layouts the planner considers; swap requests are checked against them.
+PARALLEL_LAYOUTS = _PARALLEL
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ class JobRecord(BaseModel):
     plan: dict | None = None
     options: list[dict] = Field(default_factory=list)
     pools: list[Pool] = Field(default_factory=list)
+    swaps: list[dict] = Field(default_factory=list)   # orca.control.swap.SwapState records, oldest first
     validation_errors: list[dict] = Field(default_factory=list)
     validation_error_count: int = 0
     output_available: bool = False
