@@ -143,10 +143,18 @@ class RetentionSettings(BaseModel):
     batch_size: int = Field(1000, description="Expired files deleted per retention step: one step stays short even after a long outage.")
 
 
+class RetrySettings(BaseModel):
+    attempts: int = Field(5, description="Tries of one cloud API call before it fails: a leaked GPU cluster is the most expensive bug, so teardowns get several.")
+    backoff_s: float = Field(5.0, description="First wait between tries (doubles each time): rides out an API server hiccup.")
+    max_wait_s: float = Field(60.0, description="Longest single wait between tries.")
+
+
 class LauncherSettings(BaseModel):
     launch_retries: int = Field(5, description="Capacity-error retries per cluster launch before trying the next region or market.")
     launch_backoff_s: float = Field(30.0, description="First backoff after a capacity error (doubles each time).")
-    down_retries: int = Field(5, description="Teardown attempts: a leaked GPU cluster is the most expensive bug.")
+    skypilot_retry: RetrySettings = Field(RetrySettings(), description="Retry policy of SkyPilot calls that must succeed (teardown), run off the controller tick.")
+    modal_retry: RetrySettings = Field(RetrySettings(), description="Retry policy of Modal calls that must succeed (cancelling a call).")
+    runpod_retry: RetrySettings = Field(RetrySettings(), description="Retry policy of RunPod calls that must succeed (cancelling a job).")
     local_max_workers: int = Field(2, description="Most local worker processes: one per CPU core on the reference 2-core machine.")
     local_engine: str = Field("llamacpp", description="Engine of local workers: the CPU engine by default; tests set `fake` for speed.")
     local_engine_args: dict[str, str] = Field(default_factory=dict, description="Extra `--name value` worker arguments for the local engine (e.g. model path).")
@@ -155,7 +163,6 @@ class LauncherSettings(BaseModel):
     swap_grace_s: float = Field(60.0, description="Old pool's in-flight chunks get this long to finish after a swap before they are released.")
     serverless_budget_s: float = Field(600.0, description="Time budget per serverless invocation (platform limits are 10-60 minutes).")
     launch_backoff_max_s: float = Field(600.0, description="Longest wait between capacity retries: spot capacity often returns within minutes, not hours.")
-    down_backoff_s: float = Field(5.0, description="First backoff between teardown attempts (doubles): rides out an API server hiccup.")
     sky_poll_every_s: float = Field(15.0, description="Least time between SkyPilot status queries of one replica: the controller ticks every few seconds, but each query is an API-server request (AUTO refresh also a cloud call); a preemption still shows well within one lease.")
     sky_status_refresh: str = Field("AUTO", description="sky.status refresh mode when polling (NONE|AUTO|FORCE): AUTO asks the cloud about spot clusters, which is how unmanaged spot preemptions show up.")
     sky_autodown_idle_minutes: int = Field(10, description="A cluster whose worker exited is torn down by SkyPilot itself after this idle time, even if orca's control plane is gone.")

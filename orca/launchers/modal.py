@@ -16,7 +16,7 @@ State mapping (Modal exposes a call's result, not its progress):
   TERMINATED; any other error (the function raised, or its container died) -> FAILED.
 * ``drain``: DRAINING only: the queue's drain stops the call's claims and the burst worker
   returns after its in-flight chunk (there is no signal channel into a running call).
-* ``terminate``: ``FunctionCall.cancel()`` -> TERMINATED; retried ``down_retries`` times, then
+* ``terminate``: ``FunctionCall.cancel()`` -> TERMINATED; retried by ``launcher.modal_retry``, then
   ``TeardownError`` with the replica left live.
 
 Credentials: a Redis or store URL with a password is not sent as an argument; the function
@@ -34,6 +34,7 @@ from typing import Any
 from orca.errors import LaunchError, TeardownError
 from orca.launchers import costs
 from orca.launchers.base import Launcher, PoolSpec, Replica, ReplicaState, WorkerEnv
+from orca.launchers.retry import retrying
 from orca.launchers.worker_env import has_credentials
 from orca.settings import LauncherSettings, get_settings
 
@@ -127,19 +128,13 @@ class ModalLauncher(Launcher):
             if replica.state.live:
                 self._ended(replica, ReplicaState.TERMINATED, self._clock(), "never started")
             return replica
-        last: BaseException | None = None
-        for attempt in range(max(1, self.settings.down_retries)):
-            if attempt:
-                self._sleep(self.settings.down_backoff_s * 2 ** (attempt - 1))
-            try:
-                self.modal.FunctionCall.from_id(replica.handle).cancel()
-            except Exception as exc:  # noqa: BLE001 - retried, then translated
-                last = exc
-                continue
-            now = self._clock()
-            self._ended(replica, ReplicaState.TERMINATED, now, "call cancelled")
-            return costs.with_cost(replica, now)
-        raise TeardownError(f"modal call not cancelled: {last}", call=replica.handle)
+        try:
+            retrying(self.settings.modal_retry, self._sleep)(self.modal.FunctionCall.from_id(replica.handle).cancel)
+        except Exception as exc:  # noqa: BLE001 - every try failed: translated
+            raise TeardownError(f"modal call not cancelled: {exc}", call=replica.handle) from exc
+        now = self._clock()
+        self._ended(replica, ReplicaState.TERMINATED, now, "call cancelled")
+        return costs.with_cost(replica, now)
 
     @staticmethod
     def _ended(replica: Replica, state: ReplicaState, now: float, message: str) -> None:

@@ -20,7 +20,7 @@ CANCELLED                   TERMINATED
 ==========================  ===========================================================
 
 ``drain`` only marks DRAINING (the queue's drain ends the burst worker after its
-in-flight chunk); ``terminate`` cancels the job, retried ``down_retries`` times, then
+in-flight chunk); ``terminate`` cancels the job, retried by ``launcher.runpod_retry``, then
 ``TeardownError`` with the replica left live.
 """
 
@@ -34,6 +34,7 @@ from orca.errors import ConfigError, LaunchError, TeardownError
 from orca.launchers import costs
 from orca.launchers.base import Launcher, PoolSpec, Replica, ReplicaState, WorkerEnv
 from orca.launchers.modal import invocation_kwargs
+from orca.launchers.retry import retrying
 from orca.settings import LauncherSettings, get_settings
 
 _STATES = {
@@ -130,16 +131,10 @@ class RunPodLauncher(Launcher):
         if not replica.handle:
             replica.state, replica.ended_at = ReplicaState.TERMINATED, self._clock()
             return replica
-        last: BaseException | None = None
-        for attempt in range(max(1, self.settings.down_retries)):
-            if attempt:
-                self._sleep(self.settings.down_backoff_s * 2 ** (attempt - 1))
-            try:
-                self._job(replica).cancel()
-            except Exception as exc:  # noqa: BLE001 - retried, then translated
-                last = exc
-                continue
-            now = self._clock()
-            replica.state, replica.ended_at, replica.message = ReplicaState.TERMINATED, now, "runpod job cancelled"
-            return costs.with_cost(replica, now)
-        raise TeardownError(f"runpod job not cancelled: {last}", job=replica.handle)
+        try:
+            retrying(self.settings.runpod_retry, self._sleep)(lambda: self._job(replica).cancel())
+        except Exception as exc:  # noqa: BLE001 - every try failed: translated
+            raise TeardownError(f"runpod job not cancelled: {exc}", job=replica.handle) from exc
+        now = self._clock()
+        replica.state, replica.ended_at, replica.message = ReplicaState.TERMINATED, now, "runpod job cancelled"
+        return costs.with_cost(replica, now)

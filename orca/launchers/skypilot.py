@@ -29,10 +29,10 @@ Everything goes through the SkyPilot client SDK, whose calls return request ids:
 * ``drain`` runs ``drain.yaml.j2`` with ``sky.exec`` (SIGTERM to the worker's pid); a
   replica that is not up yet has nothing in flight and is torn down instead.
 * ``terminate`` cancels a pending launch request and ``sky.down``s the cluster, waiting
-  for the result and retrying ``down_retries`` times with backoff; a cluster that does not
+  for the result and retrying per ``launcher.skypilot_retry``; a cluster that does not
   exist counts as down. If every attempt fails it raises ``TeardownError`` and leaves the
   replica live, so the caller tries again (a leaked GPU cluster is the costliest bug).
-  Teardown waits for the cloud (tens of seconds): call it off any latency-critical path.
+  Teardown waits for the cloud (tens of seconds): the controller calls it off its tick.
 
 Cost: ``price_per_replica_hour`` from the time the launch request succeeded (cluster UP)
 to teardown (``orca.launchers.costs``); provisioning minutes before UP are not counted.
@@ -51,6 +51,7 @@ from typing import Any
 from orca.errors import ConfigError, LaunchError, TeardownError
 from orca.launchers import costs, templates
 from orca.launchers.base import Launcher, PoolSpec, Replica, ReplicaState, WorkerEnv
+from orca.launchers.retry import retrying
 from orca.launchers.worker_env import secret_values, worker_environment
 from orca.settings import LauncherSettings, get_settings
 
@@ -340,17 +341,16 @@ class SkyPilotLauncher(Launcher):
         return self.sky.StatusRefreshMode[self.settings.sky_status_refresh.upper()]
 
     def _teardown(self, cluster: str) -> None:
-        """``sky.down`` until it succeeds or the cluster does not exist; TeardownError after ``down_retries``."""
-        last: BaseException | None = None
-        for attempt in range(max(1, self.settings.down_retries)):
-            if attempt:
-                self._sleep(self.settings.down_backoff_s * 2 ** (attempt - 1))
+        """``sky.down`` until it succeeds or the cluster does not exist; TeardownError when ``skypilot_retry`` runs out."""
+        def down() -> None:
             try:
                 self.sky.get(self.sky.down(cluster))
-                return
             except Exception as exc:  # noqa: BLE001 - classified
-                if self._is(exc, "ClusterDoesNotExist"):
-                    return
-                last = exc
-        raise TeardownError(f"cluster not torn down after {self.settings.down_retries} attempts: {last}",
-                            cluster=cluster)
+                if not self._is(exc, "ClusterDoesNotExist"):
+                    raise
+
+        policy = self.settings.skypilot_retry
+        try:
+            retrying(policy, self._sleep)(down)
+        except Exception as exc:  # noqa: BLE001 - every try failed: translated
+            raise TeardownError(f"cluster not torn down after {policy.attempts} attempts: {exc}", cluster=cluster) from exc

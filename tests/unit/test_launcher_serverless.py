@@ -15,7 +15,7 @@ from orca.launchers.base import PoolSpec, ReplicaState, WorkerEnv
 from orca.launchers.modal import ModalLauncher, function_name, invocation_kwargs
 from orca.launchers.registry import launcher_class, launcher_for
 from orca.launchers.runpod import RunPodLauncher
-from orca.settings import LauncherSettings, Settings
+from orca.settings import LauncherSettings, RetrySettings, Settings
 
 ENV = WorkerEnv(job_id="job_1", redis_url="redis://:pw@redis.example.com:6379/0", store_url="s3://b/p", model="m")
 POOL = PoolSpec(key="H100-tp2-pp1-serverless", launcher="modal", gpu="H100", gpus_per_replica=2, tp=2,
@@ -92,7 +92,7 @@ class FakeModal:
 @pytest.fixture
 def modal_rig():
     fake, clock, sleeps = FakeModal(), Clock(), []
-    launcher = ModalLauncher(LauncherSettings(down_retries=3, down_backoff_s=2), modal=fake, clock=clock,
+    launcher = ModalLauncher(LauncherSettings(modal_retry=RetrySettings(attempts=3, backoff_s=2)), modal=fake, clock=clock,
                              sleep=sleeps.append)
     return SimpleNamespace(fake=fake, clock=clock, sleeps=sleeps, launcher=launcher)
 
@@ -199,7 +199,7 @@ class FakeRunPod:
 @pytest.fixture
 def runpod_rig():
     fake, clock, sleeps = FakeRunPod(), Clock(), []
-    settings = LauncherSettings(runpod_endpoints={"H100": "ep-h100"}, down_retries=2, down_backoff_s=1)
+    settings = LauncherSettings(runpod_endpoints={"H100": "ep-h100"}, runpod_retry=RetrySettings(attempts=2, backoff_s=1))
     launcher = RunPodLauncher(settings, runpod=fake, clock=clock, sleep=sleeps.append)
     return SimpleNamespace(fake=fake, clock=clock, sleeps=sleeps, launcher=launcher)
 

@@ -17,7 +17,7 @@ import sky
 from orca.errors import ConfigError, TeardownError
 from orca.launchers.base import PoolSpec, ReplicaState, WorkerEnv
 from orca.launchers.skypilot import MAX_CLUSTER_NAME, SkyPilotLauncher, cluster_name_for
-from orca.settings import LauncherSettings
+from orca.settings import LauncherSettings, RetrySettings
 
 
 class FakeSky:
@@ -118,8 +118,8 @@ POOL = PoolSpec(key="H100-tp1-pp1-spot", launcher="skypilot", gpu="H100", market
 @pytest.fixture
 def rig():
     fake, clock, sleeps = FakeSky(), Clock(), []
-    settings = LauncherSettings(launch_retries=2, launch_backoff_s=30, launch_backoff_max_s=45, down_retries=3,
-                                down_backoff_s=1, sky_poll_every_s=0)
+    settings = LauncherSettings(launch_retries=2, launch_backoff_s=30, launch_backoff_max_s=45,
+                                skypilot_retry=RetrySettings(attempts=3, backoff_s=1), sky_poll_every_s=0)
     launcher = SkyPilotLauncher(settings, sky=fake, clock=clock, sleep=sleeps.append, environ={"HF_TOKEN": "hf_x"})
     return SimpleNamespace(fake=fake, clock=clock, sleeps=sleeps, launcher=launcher)
 
