@@ -73,6 +73,7 @@ class JobRecord(BaseModel):
     replica_failures: int = 0
     metadata: dict[str, str] = Field(default_factory=dict)
     output_expires_after_s: int | None = None  # expiry of the output/error files, from their creation
+    data_purged: bool = False  # retention deleted the stored data of a job that ended without result files
 
 
 class FileRecord(BaseModel):
