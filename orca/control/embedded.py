@@ -130,13 +130,22 @@ def _healthy(api_url: str) -> bool:
 
 
 def ensure_token(settings: Settings, registry: JobRegistry) -> str:
-    """The local user's token from ``home/token``, created (and stored hashed in Redis) if missing or unknown."""
+    """The first admin's token from ``home/token``, created (and stored hashed in Redis) if missing or unknown.
+
+    ``control.default_user`` is the stack's first admin: it adds the other users (``orca users add``).
+    """
     path = token_file(settings)
+    users = registry.users
+    name = settings.control.default_user
     if path.exists():
         token = path.read_text().strip()
-        if token and registry.user_for_token(token):
+        if token and registry.user_for_token(token) == name:
+            users.adopt(name, token, admin=True)  # a home from before users had roles
             return token
-    token = registry.create_token(settings.control.default_user)
+    if users.get(name) is None:
+        token = users.add(name, admin=True)
+    else:
+        token = users.rotate(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
