@@ -76,6 +76,11 @@ ERROR_RESPONSES: dict[int | str, dict] = {
 }
 
 
+def _body_of(media_type: str, description: str) -> dict:
+    """OpenAPI ``responses`` of a route whose 200 body is not JSON."""
+    return {200: {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}}
+
+
 def error_body(code: str, message: str, errors: list | None = None, param: str | None = None) -> dict:
     return {"error": {"code": code, "message": message, "type": "invalid_request_error" if code != "server_error" else "server_error",
                       "param": param, "errors": errors or []}}
@@ -213,7 +218,7 @@ def create_app(service: OrcaService) -> FastAPI:
     def healthz() -> dict:
         return {"ok": True}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses=_body_of("text/plain", "Prometheus text exposition format"))
     def prometheus() -> Response:
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
@@ -244,11 +249,11 @@ def create_app(service: OrcaService) -> FastAPI:
         return StreamingResponse(_stream(stack, f, read_block), media_type="application/jsonl",
                                  headers={"content-disposition": f'attachment; filename="{name}"'})
 
-    @app.get("/api/jobs/{job_id}/results")
+    @app.get("/api/jobs/{job_id}/results", response_class=StreamingResponse, responses=_body_of("application/jsonl", "output.jsonl"))
     def results(job_id: str, user: User, svc: Service, partial: bool = False) -> StreamingResponse:
         return _file_response(svc.open_results(user, job_id, partial=partial), "output.jsonl")
 
-    @app.get("/api/jobs/{job_id}/errors")
+    @app.get("/api/jobs/{job_id}/errors", response_class=StreamingResponse, responses=_body_of("application/jsonl", "errors.jsonl"))
     def errors(job_id: str, user: User, svc: Service, partial: bool = False) -> StreamingResponse:
         return _file_response(svc.open_errors(user, job_id, partial=partial), "errors.jsonl")
 

@@ -197,7 +197,8 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-@router.get("/files/{file_id}/content")
+@router.get("/files/{file_id}/content", response_class=StreamingResponse,
+            responses={200: {"description": "The file's bytes", "content": {"application/octet-stream": {"schema": {"type": "string"}}}}})
 def file_content(file_id: str, user: User, svc: Service) -> StreamingResponse:
     record = svc.get_file(user, file_id)
     stack = ExitStack()
