@@ -603,6 +603,7 @@ def token_rotate_cmd(json_out: JsonOpt = False) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(made["token"] + "\n")
+        os.chmod(path, 0o600)  # O_CREAT's mode applies only to a new file
         updated = True
     if json_out:
         _print_json({**made, "token_file": str(path) if updated else None})

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import anyio.to_thread
 
-from orca.control.auth import Principal, principal_for_token, token_from_header
+from orca.control.auth import principal_for_token, token_from_header
 from orca.control.service import OrcaService
 from orca.errors import AuthError, OrcaError, PayloadTooLargeError
 
@@ -69,10 +69,9 @@ class AuthGate:
             await self.respond(exc)(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
-        await self._bounded(scope, receive, send, limit, limit_mb, principal)
+        await self._bounded(scope, receive, send, limit, limit_mb)
 
-    async def _bounded(self, scope: Scope, receive: Receive, send: Send, limit: int, limit_mb: int,
-                       principal: Principal) -> None:
+    async def _bounded(self, scope: Scope, receive: Receive, send: Send, limit: int, limit_mb: int) -> None:
         """Run the app with a receive that stops at ``limit`` bytes and answers 413 itself."""
         seen = 0
         started = False

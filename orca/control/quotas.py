@@ -45,15 +45,17 @@ def limits_for(settings: QuotaSettings, overrides: dict[str, float] | None = Non
     return Limits(**{k: float(values[k]) for k in DESCRIPTIONS})
 
 
-def violation(user: str, usage: Usage, limits: Limits, new_jobs: int = 1, new_requests: int = 0) -> str | None:
+def violation(user: str, usage: Usage, limits: Limits, new_jobs: int = 1, new_requests: int | None = None) -> str | None:
     """Why ``user`` may not start ``new_jobs`` more jobs with ``new_requests`` requests, or None if it may.
 
+    ``new_requests`` None: not counted yet (before the upload is read), at least one.
     The message names the limit, the numbers, and how to raise it.
     """
+    queued = (f"{usage.queued_requests} queued request(s)" if new_requests is None
+              else f"{usage.queued_requests} queued request(s) plus {new_requests} in this file")
     checks = [
         ("max_active_jobs", usage.active_jobs + new_jobs, f"{usage.active_jobs} unfinished job(s)"),
-        ("max_queued_requests", usage.queued_requests + new_requests,
-         f"{usage.queued_requests} queued request(s) plus {new_requests} in this file"),
+        ("max_queued_requests", usage.queued_requests + (1 if new_requests is None else new_requests), queued),
     ]
     for field, wanted, have in checks:
         limit = getattr(limits, field)

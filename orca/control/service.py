@@ -177,8 +177,9 @@ class OrcaService:
     def _deadline(self, spec: JobCreate | PlanRequest) -> float:
         return _deadline_s(spec, self.settings.control.max_deadline_s)
 
-    def check_quota(self, user: str, new_requests: int = 0) -> None:
-        """QuotaExceededError (429) if ``user`` may not start one more job of ``new_requests`` requests."""
+    def check_quota(self, user: str, new_requests: int | None = None) -> None:
+        """QuotaExceededError (429) if ``user`` may not start one more job of ``new_requests`` requests
+        (None: not counted yet, so at least one)."""
         from orca.control import quotas
 
         record = self.registry.users.get(user)

@@ -153,6 +153,8 @@ def test_quota_on_queued_requests(team) -> None:
     assert "max_queued_requests" in message and "8 queued request(s) plus 5 in this file" in message
     _nothing_new(svc, "alice", jobs=1, files=1)  # the upload was dropped again
     assert submit(http, t["alice"], n=2).status_code == 201
+    status, pulled, _ = _call(http.app, _scope("/api/jobs", t["alice"], 1000), chunks=1, chunk_size=1000)
+    assert status == 429 and pulled == 0  # the queue is full: refused before the upload is read
     # Over the OpenAI route too: the file is uploaded, the batch is refused.
     f = http.post("/v1/files", files={"file": ("c.jsonl", batch(1))}, data={"purpose": "batch"}, headers=auth(t["alice"])).json()
     r = http.post("/v1/batches", json={"input_file_id": f["id"], "endpoint": "/v1/chat/completions"}, headers=auth(t["alice"]))

@@ -31,3 +31,9 @@ def test_at_the_limit_exactly() -> None:
     assert violation("a", Usage(queued_requests=90), Limits(max_queued_requests=100), new_requests=10) is None
     assert violation("a", Usage(usd_last_day=9.99), Limits(max_usd_per_day=10)) is None
     assert violation("a", Usage(usd_last_day=10.0), Limits(max_usd_per_day=10)) is not None
+
+
+def test_before_the_upload_a_full_queue_already_refuses() -> None:
+    full = violation("a", Usage(queued_requests=100), Limits(max_queued_requests=100))  # the file is not counted yet
+    assert full is not None and "100 queued request(s);" in full
+    assert violation("a", Usage(queued_requests=99), Limits(max_queued_requests=100)) is None
