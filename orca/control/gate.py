@@ -8,6 +8,10 @@ unread), refuses a declared ``Content-Length`` over ``control.max_upload_mb`` (4
 bytes of a body without one and answers 413 as soon as they pass the limit, and runs the
 route's pre-upload checks (per-user quotas of job submission: 429 before the upload is read).
 The ``Principal`` is left in ``request.state.principal`` for ``orca.control.auth``.
+
+``token_of`` picks the token out of the request headers (default: ``Authorization: Bearer``); a front
+end with its own credential (a session cookie mapped to a token) passes its own, and paths that must
+answer anyone go in ``open_paths``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ Message = dict
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ErrorResponder = Callable[[OrcaError], Callable[[Scope, Receive, Send], Awaitable[None]]]
+TokenOf = Callable[[dict[str, str]], "str | None"]
+
+
+def bearer_of(headers: dict[str, str]) -> str | None:
+    """The bearer token of lower-cased request headers."""
+    return token_from_header(headers.get("authorization"))
 
 
 def _too_large(limit_mb: int) -> PayloadTooLargeError:
@@ -40,12 +50,13 @@ class AuthGate:
 
     def __init__(self, app: Callable, service: OrcaService, respond: ErrorResponder,
                  prechecks: Mapping[tuple[str, str], Callable[[str], None]] | None = None,
-                 open_paths: frozenset[str] = OPEN_PATHS) -> None:
+                 open_paths: frozenset[str] = OPEN_PATHS, token_of: TokenOf = bearer_of) -> None:
         self.app = app
         self.service = service
         self.respond = respond
         self.prechecks = dict(prechecks or {})
         self.open_paths = open_paths
+        self.token_of = token_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.open_paths:
@@ -55,8 +66,7 @@ class AuthGate:
         limit_mb = self.service.settings.control.max_upload_mb
         limit = limit_mb * 1024 * 1024
         try:
-            principal = await anyio.to_thread.run_sync(principal_for_token, self.service,
-                                                       token_from_header(headers.get("authorization")))
+            principal = await anyio.to_thread.run_sync(principal_for_token, self.service, self.token_of(headers))
             if principal is None:
                 raise AuthError()
             declared = headers.get("content-length", "")
