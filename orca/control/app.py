@@ -18,15 +18,16 @@ from typing import Annotated, BinaryIO
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orca.control.auth import Principal, get_service, require_principal, require_user
 from orca.control.gate import AuthGate
 from orca.control.schemas import Job, JobCreate, JobList, PlanList, PlanRequest, SwapRequest
 from orca.control.service import OrcaService
+from orca.control.users_api import router as users_router
 from orca.errors import (
     ApiError, AuthError, ConfigError, InputValidationError, JobNotFoundError, JobStateError, OrcaError,
     PayloadTooLargeError, PermissionDeniedError, PlanInfeasibleError, QuotaExceededError,
@@ -271,8 +272,6 @@ def create_app(service: OrcaService) -> FastAPI:
              gpu: Annotated[str | None, Form()] = None, markets: Annotated[list[str] | None, Form()] = None) -> PlanList:
         request = PlanRequest(deadline=deadline, model=model or None, gpu=gpu or None, markets=_split_list(markets))
         return svc.plan(user, file.file, request)
-
-    from orca.control.users_api import router as users_router
 
     app.include_router(users_router)
     try:
