@@ -34,6 +34,8 @@ app = typer.Typer(
 )
 
 EXIT_FAILED = 1
+#: click's exception base (typer may vendor click): usage errors pass through to exit 2.
+_CLICK_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 EXIT_INTERRUPTED = 130
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (for scripts).")]
@@ -74,8 +76,9 @@ def _error_dict(exc: OrcaError) -> dict[str, Any]:
     return body
 
 
-def _command(*names: str, **kwargs: Any) -> Callable[[Callable], Callable]:
-    """``app.command`` that turns OrcaError into one stderr line and exit 1, Ctrl-C into exit 130."""
+def _command(*names: str, on: typer.Typer | None = None, **kwargs: Any) -> Callable[[Callable], Callable]:
+    """``app.command`` (or ``on.command``) that turns OrcaError into one stderr line and exit 1, Ctrl-C into
+    exit 130, and any other failure into one line too (``ORCA_DEBUG=1`` shows its traceback)."""
     def register(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def run(*args: Any, **kw: Any) -> Any:
@@ -86,17 +89,40 @@ def _command(*names: str, **kwargs: Any) -> Callable[[Callable], Callable]:
             except KeyboardInterrupt:
                 _err("orca: interrupted")
                 raise typer.Exit(EXIT_INTERRUPTED) from None
+            except (typer.Exit, typer.Abort, SystemExit, *_CLICK_ERRORS):  # click's own: usage errors exit 2
+                raise
+            except Exception as exc:
+                import os
 
-        app.command(*names, **kwargs)(run)
+                if os.environ.get("ORCA_DEBUG"):
+                    raise
+                _fail(OrcaError(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                                "(ORCA_DEBUG=1 shows the traceback)".replace(":  (", " (")),
+                      json_out=bool(kw.get("json_out")))
+
+        (on or app).command(*names, **kwargs)(run)
         return fn
     return register
 
 
 # -- seams (tests replace these) ------------------------------------------------
 def get_settings() -> "Settings":
+    """The settings from the environment; a bad ``ORCA_*`` value is one ConfigError line naming the variable."""
+    from pydantic import ValidationError
+
     from orca.settings import get_settings as settings
 
-    return settings()
+    try:
+        return settings()
+    except ValidationError as exc:
+        from orca.errors import ConfigError
+
+        first = exc.errors()[0]
+        loc = [str(p) for p in first.get("loc", ())]
+        section, rest = (loc[0], loc[1:]) if loc else ("", [])
+        env = "ORCA_" + "__".join(x.upper() for x in [section, *rest[:1]] if x)
+        inner = ".".join(rest[1:])
+        raise ConfigError(f"invalid setting {env}: {(inner + ': ') if inner else ''}{first.get('msg', 'invalid value')}") from None
 
 
 def make_client(start: bool = False) -> "Client":
@@ -124,9 +150,16 @@ def _deadline_s(deadline: str) -> float:
     from orca.durations import parse_duration
 
     try:
-        return parse_duration(deadline)
+        seconds = parse_duration(deadline)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--deadline") from None
+    longest = get_settings().control.max_deadline_s
+    if seconds > longest:
+        from orca.durations import format_duration
+
+        raise typer.BadParameter(f"{deadline!r} is beyond the longest deadline, {format_duration(longest)} "
+                                 "(ORCA_CONTROL__MAX_DEADLINE_S)", param_hint="--deadline")
+    return seconds
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -294,12 +327,13 @@ def status_cmd(
 @_command("list")
 def list_cmd(
     limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=1, help="Most jobs to show (default from settings).")] = None,
+    all_users: Annotated[bool, typer.Option("--all", help="Every user's jobs (needs an admin token).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """List your jobs, newest first."""
+    """List your jobs (with --all, everyone's), newest first."""
     from orca.cli_format import jobs_table
 
-    jobs = make_client().list_jobs(limit=limit or get_settings().control.list_limit)
+    jobs = make_client().list_jobs(limit=limit or get_settings().control.list_limit, all_users=all_users)
     if json_out:
         _print_json({"object": "list", "data": [j.model_dump(mode="json") for j in jobs]})
     else:
@@ -459,6 +493,125 @@ def server_cmd(
     if rq_worker:
         argv.append("--rq-worker")
     server_main.main(argv)
+
+
+# -- users of a shared control plane ------------------------------------------------------
+users_app = typer.Typer(name="users", no_args_is_help=True, help="Users of a shared control plane (admins only, except `me`).")
+token_app = typer.Typer(name="token", no_args_is_help=True, help="Your own API token.")
+app.add_typer(users_app)
+app.add_typer(token_app)
+NameArg = Annotated[str, typer.Argument(help="User name (letters, digits, '.', '_', '-').")]
+
+
+def _user_line(user: dict) -> str:
+    overrides = ", ".join(f"{k}={v:g}" for k, v in sorted(user.get("quota_overrides", {}).items()))
+    return f"{user['name']}{' (admin)' if user.get('admin') else ''}{'  quota: ' + overrides if overrides else ''}"
+
+
+@_command("add", on=users_app)
+def users_add_cmd(name: NameArg, admin: Annotated[bool, typer.Option("--admin", help="May manage users and see every job.")] = False,
+                  json_out: JsonOpt = False) -> None:
+    """Add a user and print their token (once: only its hash is stored)."""
+    made = make_client().add_user(name, admin=admin)
+    if json_out:
+        _print_json(made)
+        return
+    typer.echo(made["token"])
+    _err(f"orca: added {_user_line(made['user'])}; give them this token (it is not shown again): "
+         "ORCA_API_URL=... ORCA_API_TOKEN=<token> orca submit ...")
+
+
+@_command("list", on=users_app)
+def users_list_cmd(json_out: JsonOpt = False) -> None:
+    """List the users."""
+    users = make_client().users()
+    if json_out:
+        _print_json({"object": "list", "data": users})
+    else:
+        for user in users:
+            typer.echo(_user_line(user))
+
+
+@_command("revoke", on=users_app)
+def users_revoke_cmd(name: NameArg, json_out: JsonOpt = False) -> None:
+    """Remove a user: their tokens stop working at once (their jobs keep running)."""
+    user = make_client().revoke_user(name)
+    if json_out:
+        _print_json({"revoked": True, "user": user})
+    else:
+        typer.echo(f"revoked {user['name']}")
+
+
+@_command("rotate", on=users_app)
+def users_rotate_cmd(name: NameArg, json_out: JsonOpt = False) -> None:
+    """Give a user a new token (printed once); their old one stops working at once."""
+    made = make_client().rotate_token(name)
+    if json_out:
+        _print_json(made)
+    else:
+        typer.echo(made["token"])
+
+
+@_command("quota", on=users_app)
+def users_quota_cmd(
+    name: NameArg,
+    max_active_jobs: Annotated[Optional[float], typer.Option("--max-active-jobs", min=0, help="Unfinished jobs at once (0 = unlimited).")] = None,
+    max_queued_requests: Annotated[Optional[float], typer.Option("--max-queued-requests", min=0, help="Requests across unfinished jobs (0 = unlimited).")] = None,
+    max_usd_per_day: Annotated[Optional[float], typer.Option("--max-usd-per-day", min=0, help="Dollars over the last 24 hours (0 = unlimited).")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Drop this user's overrides: the ORCA_QUOTA__* settings apply.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Set a user's quota overrides (the rest keep the server's ORCA_QUOTA__* settings)."""
+    values = {"max_active_jobs": max_active_jobs, "max_queued_requests": max_queued_requests, "max_usd_per_day": max_usd_per_day}
+    if clear:
+        quotas = {k: None for k in values}
+    else:
+        quotas = {k: v for k, v in values.items() if v is not None}
+        if not quotas:
+            raise typer.BadParameter("give at least one of --max-active-jobs, --max-queued-requests, --max-usd-per-day, or --clear")
+    user = make_client().set_quota(name, **quotas)
+    if json_out:
+        _print_json(user)
+    else:
+        typer.echo(_user_line(user))
+
+
+@_command("me", on=users_app)
+def users_me_cmd(json_out: JsonOpt = False) -> None:
+    """Who your token is, the quotas that apply to you and what you use of them."""
+    me = make_client().me()
+    if json_out:
+        _print_json(me)
+        return
+    typer.echo(f"{me['name']}{' (admin)' if me['admin'] else ''}")
+    for field, limit in me["quotas"].items():
+        used = {"max_active_jobs": "active_jobs", "max_queued_requests": "queued_requests", "max_usd_per_day": "usd_last_day"}[field]
+        typer.echo(f"  {field}: {me['usage'][used]:g} used of {'unlimited' if not limit else f'{limit:g}'}")
+
+
+@_command("rotate", on=token_app)
+def token_rotate_cmd(json_out: JsonOpt = False) -> None:
+    """Replace your own token; the old one stops working at once. The embedded stack's token file is updated."""
+    import os
+
+    client = make_client()
+    settings = get_settings()
+    made = client.rotate_token()
+    path = settings.home / "token"
+    updated = False
+    if settings.api_token is None and path.exists() and path.read_text().strip() == client.token:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(made["token"] + "\n")
+        os.chmod(path, 0o600)  # O_CREAT's mode applies only to a new file
+        updated = True
+    if json_out:
+        _print_json({**made, "token_file": str(path) if updated else None})
+    elif updated:
+        typer.echo(f"rotated the token of {made['user']['name']}; the new one is in {path}")
+    else:
+        typer.echo(made["token"])
+        _err("orca: the old token no longer works; set ORCA_API_TOKEN to this one")
 
 
 def main() -> None:

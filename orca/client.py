@@ -24,12 +24,17 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from urllib.parse import quote
+
 import httpx
 
 from orca.cli_format import progress_text
 from orca.control.schemas import Job, JobList, PlanList, SwapRequest
 from orca.durations import format_duration
-from orca.errors import ApiError, AuthError, ConfigError, InputValidationError, JobNotFoundError, JobStateError, OrcaError
+from orca.errors import (
+    ApiError, AuthError, ConfigError, InputValidationError, JobNotFoundError, JobStateError, OrcaError, PayloadTooLargeError,
+    PermissionDeniedError, QuotaExceededError,
+)
 from orca.models import ValidationIssue
 from orca.settings import Settings, get_settings
 
@@ -76,7 +81,15 @@ def _stderr(line: str) -> None:
 
 
 # -- HTTP errors -> orca errors --------------------------------------------
-_ERRORS_BY_STATUS: dict[int, type[OrcaError]] = {401: AuthError, 403: AuthError, 404: JobNotFoundError, 409: JobStateError}
+_ERRORS_BY_STATUS: dict[int, type[OrcaError]] = {401: AuthError, 403: PermissionDeniedError, 404: JobNotFoundError, 409: JobStateError,
+                                                  413: PayloadTooLargeError, 429: QuotaExceededError}
+
+
+def segment(value: str) -> str:
+    """One URL path segment for an id or name, percent-encoded (``x/../id`` stays one segment, never another object)."""
+    if not isinstance(value, str) or value.strip() in ("", ".", ".."):
+        raise InputValidationError(f"invalid id {value!r}: expected an id such as batch_... or a user name")
+    return quote(value, safe="")
 
 
 def error_from_response(response: httpx.Response) -> OrcaError:
@@ -211,20 +224,23 @@ class Client:
         return [JobHandle(self, j) for j in self.list_jobs(limit=limit)]
 
     def get_job(self, job_id: str) -> Job:
-        return Job.model_validate(self._request("GET", f"/api/jobs/{job_id}").json())
+        return Job.model_validate(self._request("GET", f"/api/jobs/{segment(job_id)}").json())
 
-    def list_jobs(self, limit: int | None = None, after: str | None = None) -> list[Job]:
-        params = {k: v for k, v in (("limit", limit), ("after", after)) if v is not None}
+    def list_jobs(self, limit: int | None = None, after: str | None = None, all_users: bool = False) -> list[Job]:
+        """Your jobs, newest first (every user's with ``all_users``: admins only)."""
+        params: dict[str, Any] = {k: v for k, v in (("limit", limit), ("after", after)) if v is not None}
+        if all_users:
+            params["all"] = "true"
         return JobList.model_validate(self._request("GET", "/api/jobs", params=params).json()).data
 
     def cancel(self, job_id: str) -> Job:
-        return Job.model_validate(self._request("POST", f"/api/jobs/{job_id}/cancel").json())
+        return Job.model_validate(self._request("POST", f"/api/jobs/{segment(job_id)}/cancel").json())
 
     def swap(self, job_id: str, request: SwapRequest) -> Job:
-        return Job.model_validate(self._request("POST", f"/api/jobs/{job_id}/swap", json=request.model_dump()).json())
+        return Job.model_validate(self._request("POST", f"/api/jobs/{segment(job_id)}/swap", json=request.model_dump()).json())
 
     def logs(self, job_id: str) -> list[dict]:
-        return list(self._request("GET", f"/api/jobs/{job_id}/logs").json())
+        return list(self._request("GET", f"/api/jobs/{segment(job_id)}/logs").json())
 
     def plan(self, source: str | os.PathLike | Iterable[JsonRecord], deadline: str = "24h", model: str | None = None,
              gpu: str | None = None, markets: list[str] | None = None) -> PlanList:
@@ -240,10 +256,36 @@ class Client:
             response = self._request("POST", "/api/plan", data=data, files={"file": (name, f, "application/jsonl")})
         return PlanList.model_validate(response.json())
 
+    # -- users ------------------------------------------------------------------
+    def me(self) -> dict:
+        """Who this client's token is: name, role, the quotas in force and current usage."""
+        return self._request("GET", "/api/me").json()
+
+    def users(self) -> list[dict]:
+        """Every user (admins only)."""
+        return list(self._request("GET", "/api/users").json()["data"])
+
+    def add_user(self, name: str, admin: bool = False) -> dict:
+        """Create a user (admins only); returns ``{"user": ..., "token": ...}``: the token is shown only here."""
+        return self._request("POST", "/api/users", json={"name": name, "admin": admin}).json()
+
+    def revoke_user(self, name: str) -> dict:
+        """Remove a user (admins only): their tokens stop working at once; their jobs stay."""
+        return self._request("DELETE", f"/api/users/{segment(name)}").json()
+
+    def rotate_token(self, name: str | None = None) -> dict:
+        """A new token for yourself (or, for an admin, for ``name``); the old one stops working at once."""
+        path = "/api/token/rotate" if name is None else f"/api/users/{segment(name)}/rotate"
+        return self._request("POST", path).json()
+
+    def set_quota(self, name: str, **quotas: float | None) -> dict:
+        """Set per-user quota overrides (admins only): max_active_jobs, max_queued_requests, max_usd_per_day; None clears."""
+        return self._request("PATCH", f"/api/users/{segment(name)}/quota", json=quotas).json()
+
     # -- output files -----------------------------------------------------------
     def iter_lines(self, job_id: str, kind: str = "results", partial: bool = False) -> Iterator[bytes]:
         """The lines (bytes, newline stripped) of a job's ``results`` or ``errors`` file."""
-        with self._stream(f"/api/jobs/{job_id}/{_kind(kind)}", params={"partial": "true"} if partial else None) as r:
+        with self._stream(f"/api/jobs/{segment(job_id)}/{_kind(kind)}", params={"partial": "true"} if partial else None) as r:
             buffer = b""
             for block in r.iter_bytes():
                 buffer += block
@@ -257,7 +299,7 @@ class Client:
     def download(self, job_id: str, out: IO[bytes], kind: str = "results", partial: bool = False) -> int:
         """Copy a job's ``results`` or ``errors`` file into ``out``; returns the number of lines."""
         n = 0
-        with self._stream(f"/api/jobs/{job_id}/{_kind(kind)}", params={"partial": "true"} if partial else None) as r:
+        with self._stream(f"/api/jobs/{segment(job_id)}/{_kind(kind)}", params={"partial": "true"} if partial else None) as r:
             for block in r.iter_bytes():
                 out.write(block)
                 n += block.count(b"\n")

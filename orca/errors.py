@@ -107,6 +107,26 @@ class ApiError(OrcaError):
     """The control plane returned an error."""
 
 
+class PermissionDeniedError(AuthError):
+    """This needs an admin token."""
+
+
+class UserNotFoundError(JobNotFoundError):
+    """No such user."""
+
+
+class UserExistsError(JobStateError):
+    """A user of that name already exists."""
+
+
+class QuotaExceededError(OrcaError):
+    """A per-user quota is exhausted."""
+
+
+class PayloadTooLargeError(OrcaError):
+    """The request body is larger than the server's upload limit."""
+
+
 # -- planning / launching ------------------------------------------------
 class PlanInfeasibleError(OrcaError):
     """No GPU configuration can finish this job by its deadline."""

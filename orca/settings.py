@@ -132,6 +132,11 @@ class ControlSettings(BaseModel):
     metadata_max_keys: int = Field(16, description="Most metadata pairs on a job or batch (OpenAI's limit).")
     metadata_max_key_chars: int = Field(64, description="Longest metadata key (OpenAI's limit).")
     metadata_max_value_chars: int = Field(512, description="Longest metadata value (OpenAI's limit).")
+    max_upload_mb: int = Field(200_000, description="Largest request body the API reads (413 beyond it, checked as bytes arrive): the same bound as ingest.max_file_mb; a shared server lowers it.")
+    max_deadline_s: float = Field(30 * 86400.0, description="Longest deadline a job may ask for: a month covers any batch; beyond it a typo (99999w) would hold quota and replicas for ever.")
+    tls_certfile: str | None = Field(None, description="TLS certificate for `orca server` (with tls_keyfile): tokens and data are encrypted on the wire.")
+    tls_keyfile: str | None = Field(None, description="TLS private key for `orca server`.")
+    behind_tls_proxy: bool = Field(False, description="A TLS-terminating proxy fronts `orca server`: silences the warning about serving beyond loopback without TLS.")
 
 
 class RetentionSettings(BaseModel):
@@ -147,6 +152,14 @@ class RetrySettings(BaseModel):
     attempts: int = Field(5, description="Tries of one cloud API call before it fails: a leaked GPU cluster is the most expensive bug, so teardowns get several.")
     backoff_s: float = Field(5.0, description="First wait between tries (doubles each time): rides out an API server hiccup.")
     max_wait_s: float = Field(60.0, description="Longest single wait between tries.")
+
+
+class QuotaSettings(BaseModel):
+    """Per-user limits on a shared control plane (0 = unlimited); `orca users quota NAME` overrides them per user."""
+
+    max_active_jobs: int = Field(0, description="Jobs one user may have unfinished at once: one user cannot fill the fleet with jobs.")
+    max_queued_requests: int = Field(0, description="Requests across one user's unfinished jobs (the new file's lines included): bounds the backlog one user can queue.")
+    max_usd_per_day: float = Field(0.0, description="Dollars one user's jobs may have spent over the last 24 hours (cost ledger of their replicas) before new jobs are refused.")
 
 
 class LauncherSettings(BaseModel):
@@ -195,6 +208,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = EngineSettings()
     planner: PlannerSettings = PlannerSettings()
     control: ControlSettings = ControlSettings()
+    quota: QuotaSettings = QuotaSettings()
     launcher: LauncherSettings = LauncherSettings()
     retention: RetentionSettings = RetentionSettings()
 

@@ -20,14 +20,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from orca.control.auth import get_service, require_user
+from orca.control.auth import Principal, get_service, require_principal, require_user
+from orca.control.gate import AuthGate
 from orca.control.schemas import Job, JobCreate, JobList, PlanList, PlanRequest, SwapRequest
 from orca.control.service import OrcaService
+from orca.control.users_api import router as users_router
 from orca.errors import (
     ApiError, AuthError, ConfigError, InputValidationError, JobNotFoundError, JobStateError, OrcaError,
-    PlanInfeasibleError,
+    PayloadTooLargeError, PermissionDeniedError, PlanInfeasibleError, QuotaExceededError,
 )
 from orca.launchers.base import ReplicaState
 from orca.models import JobStatus
@@ -38,7 +41,10 @@ User = Annotated[str, Depends(require_user)]
 Service = Annotated[OrcaService, Depends(get_service)]
 
 _STATUS_OF: list[tuple[type[OrcaError], int, str]] = [
+    (PermissionDeniedError, 403, "forbidden"),
     (AuthError, 401, "unauthorized"),
+    (PayloadTooLargeError, 413, "too_large"),
+    (QuotaExceededError, 429, "quota_exceeded"),
     (JobNotFoundError, 404, "not_found"),
     (JobStateError, 409, "conflict"),
     (InputValidationError, 400, "invalid_request"),
@@ -46,6 +52,34 @@ _STATUS_OF: list[tuple[type[OrcaError], int, str]] = [
     (ConfigError, 400, "invalid_request"),
     (ApiError, 400, "invalid_request"),
 ]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    type: str
+    param: str | None = None
+    errors: list = Field(default_factory=list)
+    error_count: int | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+#: Error answers every route may give (documented in the OpenAPI schema, so clients and the fuzz test know them).
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"model": ErrorBody, "description": description} for status, description in (
+        (400, "Invalid request"), (401, "Missing or unknown token"), (403, "Needs an admin token"),
+        (404, "No such object (or not yours)"), (409, "Conflict with the object's state"),
+        (413, "Request body over the upload limit"), (429, "Per-user quota exceeded"), (500, "Internal error"),
+    )
+}
+
+
+def _body_of(media_type: str, description: str) -> dict:
+    """OpenAPI ``responses`` of a route whose 200 body is not JSON."""
+    return {200: {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}}
 
 
 def error_body(code: str, message: str, errors: list | None = None, param: str | None = None) -> dict:
@@ -152,8 +186,10 @@ def _job_create_form(
 
 def create_app(service: OrcaService) -> FastAPI:
     """The control plane app over ``service`` (the caller owns the service's lifetime)."""
-    app = FastAPI(title="orca control plane", version="0.1.0")
+    app = FastAPI(title="orca control plane", version="0.1.0", responses=ERROR_RESPONSES)
     app.state.service = service
+    app.add_middleware(AuthGate, service=service, respond=_orca_error_response,
+                       prechecks={("POST", "/api/jobs"): service.check_quota})
     metrics = CollectorRegistry(auto_describe=False)
     metrics.register(JobsCollector(service))
     read_block = service.settings.store.read_buffer_kb * 1024
@@ -170,7 +206,8 @@ def create_app(service: OrcaService) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+                413: "too_large", 429: "quota_exceeded"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
 
     @app.exception_handler(Exception)
@@ -182,7 +219,7 @@ def create_app(service: OrcaService) -> FastAPI:
     def healthz() -> dict:
         return {"ok": True}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses=_body_of("text/plain", "Prometheus text exposition format"))
     def prometheus() -> Response:
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
@@ -192,8 +229,12 @@ def create_app(service: OrcaService) -> FastAPI:
         return svc.create_job(user, file.file, spec, filename=file.filename or "input.jsonl")
 
     @app.get("/api/jobs", response_model=JobList)
-    def list_jobs(user: User, svc: Service, limit: int | None = Query(None, ge=1), after: str | None = None) -> JobList:
-        return JobList(data=svc.list_jobs(user, limit=limit, after=after))
+    def list_jobs(principal: Annotated[Principal, Depends(require_principal)], svc: Service,
+                  limit: int | None = Query(None, ge=1), after: str | None = None,
+                  all: bool = Query(False, description="Every user's jobs (admins only).")) -> JobList:
+        if all and not principal.admin:
+            raise PermissionDeniedError("listing every user's jobs needs an admin token")
+        return JobList(data=svc.list_jobs(principal.name, limit=limit, after=after, all_users=all))
 
     @app.get("/api/jobs/{job_id}", response_model=Job)
     def get_job(job_id: str, user: User, svc: Service) -> Job:
@@ -209,11 +250,11 @@ def create_app(service: OrcaService) -> FastAPI:
         return StreamingResponse(_stream(stack, f, read_block), media_type="application/jsonl",
                                  headers={"content-disposition": f'attachment; filename="{name}"'})
 
-    @app.get("/api/jobs/{job_id}/results")
+    @app.get("/api/jobs/{job_id}/results", response_class=StreamingResponse, responses=_body_of("application/jsonl", "output.jsonl"))
     def results(job_id: str, user: User, svc: Service, partial: bool = False) -> StreamingResponse:
         return _file_response(svc.open_results(user, job_id, partial=partial), "output.jsonl")
 
-    @app.get("/api/jobs/{job_id}/errors")
+    @app.get("/api/jobs/{job_id}/errors", response_class=StreamingResponse, responses=_body_of("application/jsonl", "errors.jsonl"))
     def errors(job_id: str, user: User, svc: Service, partial: bool = False) -> StreamingResponse:
         return _file_response(svc.open_errors(user, job_id, partial=partial), "errors.jsonl")
 
@@ -232,6 +273,7 @@ def create_app(service: OrcaService) -> FastAPI:
         request = PlanRequest(deadline=deadline, model=model or None, gpu=gpu or None, markets=_split_list(markets))
         return svc.plan(user, file.file, request)
 
+    app.include_router(users_router)
     try:
         openai_api = importlib.import_module("orca.control.openai_api")
     except ModuleNotFoundError as exc:  # the OpenAI router is optional until it is installed

@@ -29,6 +29,7 @@ from orca.errors import ConfigError, OrcaError
 from orca.launchers.local import LocalLauncher, process_start_time
 from orca.queue.embedded import EmbeddedRedis
 from orca.queue.jobs import JobRegistry
+from orca.redact import redact_url
 from orca.settings import Settings, get_settings
 
 PROCESSES = ("rq-worker", "server")
@@ -88,8 +89,28 @@ def _running_pid(settings: Settings, name: str) -> int | None:
 def _redis(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
     if settings.redis_url:
         return settings.redis_url, None
-    server = EmbeddedRedis(settings.home / "redis", settings=settings.embedded_redis).start()
+    server = _embedded_redis(settings).start()
     return server.url, server
+
+
+def _embedded_redis(settings: Settings) -> EmbeddedRedis:
+    """The stack's own redis-server: loopback only, password required (``home/redis/password``, 0600)."""
+    return EmbeddedRedis(settings.home / "redis", settings=settings.embedded_redis, requirepass=True)
+
+
+def _private_dir(path: Path) -> Path:
+    """Make ``path`` (0700): the stack's state, logs and store are its owner's alone."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def redis_url(settings: Settings) -> str:
+    """The URL (with its password) of the Redis the stack uses: configured, or the live embedded one."""
+    url = settings.redis_url or _embedded_redis(settings).running_url()
+    if url is None:
+        raise ConfigError("the embedded Redis is not running (run `orca up`)", home=str(settings.home))
+    return url
 
 
 def _child_env(settings: Settings, redis_url: str) -> dict[str, str]:
@@ -108,10 +129,12 @@ def _child_env(settings: Settings, redis_url: str) -> dict[str, str]:
 def _spawn(settings: Settings, name: str, argv: list[str], env: dict[str, str]) -> int:
     log_path = _log_file(settings, name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, *argv], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=env, start_new_session=True, cwd=str(settings.home),
+            umask=0o077,  # everything the stack writes (store objects, worker logs) is its owner's alone
         )
     start = process_start_time(proc.pid)
     if start is None:
@@ -130,13 +153,22 @@ def _healthy(api_url: str) -> bool:
 
 
 def ensure_token(settings: Settings, registry: JobRegistry) -> str:
-    """The local user's token from ``home/token``, created (and stored hashed in Redis) if missing or unknown."""
+    """The first admin's token from ``home/token``, created (and stored hashed in Redis) if missing or unknown.
+
+    ``control.default_user`` is the stack's first admin: it adds the other users (``orca users add``).
+    """
     path = token_file(settings)
+    users = registry.users
+    name = settings.control.default_user
     if path.exists():
         token = path.read_text().strip()
-        if token and registry.user_for_token(token):
+        if token and registry.user_for_token(token) == name:
+            users.adopt(name, token, admin=True)  # a home from before users had roles
             return token
-    token = registry.create_token(settings.control.default_user)
+    if users.get(name) is None:
+        token = users.add(name, admin=True)
+    else:
+        token = users.rotate(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -146,9 +178,21 @@ def ensure_token(settings: Settings, registry: JobRegistry) -> str:
 
 
 def up(settings: Settings | None = None) -> StackStatus:
-    """Start (or adopt) the embedded stack and wait until the API answers."""
-    settings = settings or get_settings()
-    settings.home.mkdir(parents=True, exist_ok=True)
+    """Start (or adopt) the embedded stack and wait until the API answers.
+
+    Everything it writes under ``settings.home`` (pid files, logs, the token, Redis data) is its
+    owner's alone: directories 0700, files 0600.
+    """
+    previous = os.umask(0o077)
+    try:
+        return _up(settings or get_settings())
+    finally:
+        os.umask(previous)
+
+
+def _up(settings: Settings) -> StackStatus:
+    for path in (settings.home, settings.home / "logs", _run_dir(settings), settings.home / "store"):
+        _private_dir(path)
     redis_url, _ = _redis(settings)
     registry = JobRegistry(redis_url, settings)
     try:
@@ -169,8 +213,9 @@ def up(settings: Settings | None = None) -> StackStatus:
                 tail = _log_file(settings, "server").read_text()[-2000:]
                 raise OrcaError("the control plane server did not come up", log=tail)
             time.sleep(0.1)
-    _state_file(settings).write_text(json.dumps({"api_url": api_url, "redis_url": redis_url,
-                                                 "store_url": store_url_for(settings)}))
+    fd = os.open(_state_file(settings), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:  # the Redis password stays in home/redis/password only
+        f.write(json.dumps({"api_url": api_url, "redis_url": redact_url(redis_url), "store_url": store_url_for(settings)}))
     return status(settings)
 
 
@@ -182,7 +227,7 @@ def status(settings: Settings | None = None) -> StackStatus:
         state = {}
     return StackStatus(
         home=str(settings.home), api_url=state.get("api_url", api_url_for(settings)),
-        redis_url=state.get("redis_url", settings.redis_url or ""), store_url=state.get("store_url", store_url_for(settings)),
+        redis_url=state.get("redis_url", redact_url(settings.redis_url or "")), store_url=state.get("store_url", store_url_for(settings)),
         token_file=str(token_file(settings)),
         processes={name: _running_pid(settings, name) for name in PROCESSES},
     )
@@ -218,14 +263,14 @@ def down(settings: Settings | None = None, keep_redis: bool = False) -> None:
     settings = settings or get_settings()
     stop_process(settings, "server")
     stop_process(settings, "rq-worker")
-    redis_url = status(settings).redis_url
+    redis_url = settings.redis_url or _embedded_redis(settings).running_url()
     if redis_url:
         try:
             _stop_local_workers(settings, redis_url)
         except OrcaError:
             pass  # Redis already gone: nothing left to read the workers from
     if not settings.redis_url and not keep_redis:
-        EmbeddedRedis(settings.home / "redis", settings=settings.embedded_redis).stop()
+        _embedded_redis(settings).stop()
     _state_file(settings).unlink(missing_ok=True)
 
 

@@ -188,7 +188,17 @@ def retrieve_file(file_id: str, user: User, svc: Service) -> dict:
     return file_object(svc.get_file(user, file_id))
 
 
-@router.get("/files/{file_id}/content")
+def content_disposition(filename: str) -> str:
+    """``attachment`` with the name as RFC 6266: an ASCII fallback (quotes, backslashes and controls
+    replaced) plus the exact UTF-8 name percent-encoded (RFC 5987 ``filename*``)."""
+    from urllib.parse import quote
+
+    fallback = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\' else "_" for c in filename) or "file"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+@router.get("/files/{file_id}/content", response_class=StreamingResponse,
+            responses={200: {"description": "The file's bytes", "content": {"application/octet-stream": {"schema": {"type": "string"}}}}})
 def file_content(file_id: str, user: User, svc: Service) -> StreamingResponse:
     record = svc.get_file(user, file_id)
     stack = ExitStack()
@@ -201,7 +211,7 @@ def file_content(file_id: str, user: User, svc: Service) -> StreamingResponse:
                 yield chunk
 
     return StreamingResponse(stream(), media_type="application/octet-stream",
-                             headers={"content-disposition": f'attachment; filename="{record.filename}"'})
+                             headers={"content-disposition": content_disposition(record.filename)})
 
 
 @router.delete("/files/{file_id}")

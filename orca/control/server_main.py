@@ -24,12 +24,34 @@ from orca.control.service import OrcaService
 from orca.settings import Settings, get_settings
 
 
+def exposure_warning(host: str, settings: Settings) -> str | None:
+    """The warning for serving beyond loopback without TLS, or None when the bind is local or TLS is on."""
+    import ipaddress
+
+    control = settings.control
+    if control.tls_certfile or control.behind_tls_proxy:
+        return None
+    if host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass  # a host name: it may resolve beyond loopback
+    return (f"orca: warning: serving on {host} without TLS: bearer tokens and batch data cross the network in clear "
+            "text, so anyone on the path can read them and act as your users. Put a TLS-terminating proxy in front "
+            "(then set ORCA_CONTROL__BEHIND_TLS_PROXY=true) or set ORCA_CONTROL__TLS_CERTFILE and ORCA_CONTROL__TLS_KEYFILE.")
+
+
 def serve(settings: Settings, host: str | None = None, port: int | None = None, controller: bool = True,
           rq_worker: bool = False) -> None:
     """Run the API (and the controller, and optionally an RQ worker child) until uvicorn is told to stop."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    warning = exposure_warning(host or settings.control.host, settings)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     child = None
     if rq_worker:  # long steps need a worker; the embedded stack runs its own instead
         child = subprocess.Popen([sys.executable, "-m", "orca.control.embedded", "rq-worker"])
@@ -43,7 +65,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
         thread.start()
     try:
         uvicorn.run(create_app(api_service), host=host or settings.control.host, port=port or settings.control.port,
-                    log_level="info", access_log=False)
+                    log_level="info", access_log=False,
+                    ssl_certfile=settings.control.tls_certfile, ssl_keyfile=settings.control.tls_keyfile)
     finally:
         stop.set()
         if thread is not None:

@@ -27,7 +27,7 @@ from orca.control.swap import SwapManager
 from orca.control.transitions import move
 from orca.control.validation import check_job_create, check_swap
 from orca.durations import parse_duration
-from orca.errors import InputValidationError, JobNotFoundError, JobStateError, ObjectNotFoundError
+from orca.errors import InputValidationError, JobNotFoundError, JobStateError, ObjectNotFoundError, QuotaExceededError
 from orca.launchers.base import ReplicaState
 from orca.metadata import check_metadata
 from orca.models import JobStatus, ValidationIssue
@@ -62,21 +62,55 @@ def new_file_id() -> str:
     return "file-" + uuid.uuid4().hex[:24]
 
 
-def _write_upload(store: ObjectStore, key: str, data: Upload) -> int:
-    """Stream an upload into the store; returns its size in bytes."""
+class _LineCounter:
+    """A binary reader that counts the lines passing through it (a quota needs them before ingest)."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self.newlines = 0
+        self.last = b"\n"
+
+    def read(self, size: int = -1) -> bytes:
+        block = self._f.read(size)
+        if block:
+            self.newlines += block.count(b"\n")
+            self.last = block[-1:]
+        return block
+
+    @property
+    def lines(self) -> int:
+        return self.newlines + (self.last != b"\n")
+
+
+def _write_upload(store: ObjectStore, key: str, data: Upload) -> tuple[int, int]:
+    """Stream an upload into the store; returns its size in bytes and its number of lines."""
     if isinstance(data, bytes):
         store.put_bytes(key, data)
+        lines = data.count(b"\n") + (not data.endswith(b"\n") and bool(data))
     elif isinstance(data, (str, Path)):
         store.put_file(key, str(data))
+        with open(data, "rb") as f:
+            counter = _LineCounter(f)
+            while counter.read(1024 * 1024):
+                pass
+        lines = counter.lines
     else:
+        counter = _LineCounter(data)
         with store.open_write(key) as out:
-            shutil.copyfileobj(data, out, 1024 * 1024)
-    return store.size(key)
+            shutil.copyfileobj(counter, out, 1024 * 1024)
+        lines = counter.lines
+    return store.size(key), lines
 
 
-def _deadline_s(spec: JobCreate | PlanRequest) -> float:
+def _deadline_s(spec: JobCreate | PlanRequest, max_s: float | None = None) -> float:
     try:
-        return parse_duration(spec.deadline)
+        seconds = parse_duration(spec.deadline)
+        if max_s is not None and seconds > max_s:
+            from orca.durations import format_duration
+
+            raise ValueError(f"deadline {spec.deadline!r} is beyond the longest allowed, {format_duration(max_s)} "
+                             "(the server's ORCA_CONTROL__MAX_DEADLINE_S)")
+        return seconds
     except ValueError as exc:
         raise InputValidationError(str(exc), errors=[ValidationIssue(code="invalid_deadline", message=str(exc), param="deadline")]) from None
 
@@ -126,11 +160,16 @@ class OrcaService:
     # -- jobs -----------------------------------------------------------
     def create_job(self, user: str, data: Upload, spec: JobCreate, filename: str = "input.jsonl") -> Job:
         """Store the input file and start validating it (in the background). Returns the new job."""
-        _deadline_s(spec)  # a bad deadline or bad metadata stores nothing
+        self._deadline(spec)  # a bad deadline or bad metadata stores nothing
         check_metadata(spec.metadata, self.settings.control)
         check_job_create(spec, self.settings)  # nor does a launcher, GPU or market orca cannot run
+        self.check_quota(user)  # a user already at a limit uploads nothing
         input_file = self.create_file(user, data, filename, "batch")
-        return self._start_job(user, input_file, spec)
+        try:
+            return self._start_job(user, input_file, spec)
+        except QuotaExceededError:
+            self.delete_file(user, input_file.id)  # the new file's requests are over the limit: keep nothing
+            raise
 
     def create_job_from_file(self, user: str, file_id: str, spec: JobCreate) -> Job:
         """Start a job on a file uploaded before (OpenAI ``POST /v1/batches``)."""
@@ -138,8 +177,26 @@ class OrcaService:
         check_job_create(spec, self.settings)
         return self._start_job(user, self.get_file(user, file_id), spec)
 
+    def _deadline(self, spec: JobCreate | PlanRequest) -> float:
+        return _deadline_s(spec, self.settings.control.max_deadline_s)
+
+    def check_quota(self, user: str, new_requests: int | None = None) -> None:
+        """QuotaExceededError (429) if ``user`` may not start one more job of ``new_requests`` requests
+        (None: not counted yet, so at least one)."""
+        from orca.control import quotas
+
+        record = self.registry.users.get(user)
+        limits = quotas.limits_for(self.settings.quota, record.quotas if record else None)
+        if limits == quotas.Limits():
+            return  # unlimited: no need to read the user's jobs
+        usage = quotas.usage_of(self.registry, user)
+        reason = quotas.violation(user, usage, limits, new_jobs=1, new_requests=new_requests)
+        if reason is not None:
+            raise QuotaExceededError(reason)
+
     def _start_job(self, user: str, input_file: FileRecord, spec: JobCreate) -> Job:
-        deadline_s = _deadline_s(spec)
+        deadline_s = self._deadline(spec)
+        self.check_quota(user, new_requests=input_file.lines or 0)
         launcher = spec.launcher or self.settings.control.default_launcher
         now = time.time()
         job_id = new_job_id()
@@ -149,7 +206,7 @@ class OrcaService:
         record = JobRecord(
             id=job_id, user=user, status=JobStatus.VALIDATING, created_at=now, deadline_at=now + deadline_s,
             spec=spec.model_dump(mode="json"), model=spec.model, launcher=launcher,
-            input_file_id=input_file.id, metadata=dict(spec.metadata),
+            input_file_id=input_file.id, metadata=dict(spec.metadata), input_lines=input_file.lines or 0,
         )
         self.registry.create_job(record)
         self.registry.add_event(job_id, "created", f"job created from {input_file.filename} ({input_file.bytes} bytes)")
@@ -161,17 +218,23 @@ class OrcaService:
         return self.settings.model_dump_json(exclude={"api_token"})
 
     def _own(self, user: str, job_id: str) -> JobRecord:
+        """The job if ``user`` owns it or is an admin; JobNotFoundError (404) otherwise."""
         record = self.registry.find(job_id)
-        if record is None or record.user != user:
+        if record is None or (record.user != user and not self.registry.users.is_admin(user)):
             raise JobNotFoundError(job_id=job_id)
         return record
 
     def get_job(self, user: str, job_id: str) -> Job:
         return self.to_job(self._own(user, job_id))
 
-    def list_jobs(self, user: str, limit: int | None = None, after: str | None = None) -> list[Job]:
-        """The user's jobs, newest first; ``after`` (a job id) pages past that job."""
-        ids = self.registry.user_job_ids(user)
+    def list_jobs(self, user: str, limit: int | None = None, after: str | None = None, all_users: bool = False) -> list[Job]:
+        """The user's jobs (every user's with ``all_users``, which the caller checks is an admin), newest first;
+        ``after`` (a job id) pages past that job."""
+        if all_users:
+            records = [r for r in (self.registry.find(i) for i in self.registry.job_ids()) if r is not None]
+            ids = [r.id for r in sorted(records, key=lambda r: r.created_at, reverse=True)]
+        else:
+            ids = self.registry.user_job_ids(user)
         if after is not None and after in ids:
             ids = ids[ids.index(after) + 1:]
         if limit is not None:
@@ -253,7 +316,7 @@ class OrcaService:
         from orca.ingest import validate
         from orca.planner.render import plan_for_stats
 
-        deadline_s = _deadline_s(request)
+        deadline_s = self._deadline(request)
         tmp_dir = self.settings.home / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=tmp_dir, suffix=".jsonl") as tmp:
@@ -290,14 +353,14 @@ class OrcaService:
                                        errors=[ValidationIssue(code="invalid_purpose", message=f"unknown purpose {purpose!r}", param="purpose")])
         file_id = new_file_id()
         key = file_key(file_id)
-        size = _write_upload(self.store, key, data)
+        size, lines = _write_upload(self.store, key, data)
         limit = self.settings.ingest.max_file_mb * 1024 * 1024
         if size > limit:
             self.store.delete(key)
             raise InputValidationError("file too large", errors=[ValidationIssue(code="too_large", message=f"file is {size} bytes; the limit is {limit}")])
         now = time.time()
         record = FileRecord(id=file_id, user=user, bytes=size, created_at=now, filename=Path(filename).name or "input.jsonl",
-                            purpose=purpose, store_key=key,
+                            purpose=purpose, store_key=key, lines=lines,
                             expires_at=upload_expires_at(now, expires_after_s, purpose, self.settings.retention))
         return self.registry.put_file(record)
 

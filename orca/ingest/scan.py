@@ -12,13 +12,16 @@ Choices (OpenAI rejects these too):
   only the file's final newline is optional;
 - non-UTF-8 bytes are ``invalid_encoding`` for the line that holds them;
 - a line over ``max_line_mb`` is ``too_large`` and is skipped without being buffered;
-- unknown top-level keys are ignored; a duplicate key keeps its last value.
+- unknown top-level keys are ignored; a duplicate key keeps its last value;
+- a request whose estimated prompt tokens plus max_tokens exceed its model's context length
+  (``context_length``, by default the catalog's) is ``context_length_exceeded``.
 """
 
 from __future__ import annotations
 
 import zlib
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,9 +62,21 @@ class ScanResult:
         return len(self.ends)
 
 
+ContextLookup = Callable[[str], "int | None"]
+
+
+def catalog_context_length(model: str) -> int | None:
+    """The model's context length from the bundled catalog (None: unknown model, not checked)."""
+    from orca.planner.catalog import context_length
+
+    return context_length(model)
+
+
 class _Scanner:
-    def __init__(self, settings: IngestSettings, model: str | None, allow_multiple_models: bool, endpoint: str | None) -> None:
+    def __init__(self, settings: IngestSettings, model: str | None, allow_multiple_models: bool, endpoint: str | None,
+                 context_of: ContextLookup | None = None) -> None:
         self.s = settings
+        self.context_of = context_of
         self.model_override = model
         self.allow_multi = allow_multiple_models
         self.result = ScanResult(endpoint=endpoint)
@@ -213,6 +228,9 @@ class _Scanner:
             out = 0 if url == "/v1/embeddings" else self.default_out
         elif type(out) is not int or out < 0:
             return self.error("invalid_body", n, f"body.{name} must be a non-negative integer", f"body.{name}")
+        used = self.model_override or model
+        if self.allow_multi and isinstance(used, str):  # a one-model file is checked at once in finish()
+            self.check_context(n, used, int(len(prompt) * self.inv_cpt) + 1, out)
         if r.error_count:
             # The file is already invalid: keep only what duplicate detection needs.
             self.lines.append(n)
@@ -262,6 +280,26 @@ class _Scanner:
             return self.error("invalid_body", n, "body must be a JSON object", "body")
         self.accept(end, rec.custom_id, rec.url, body.model, body)
 
+    def check_context(self, line: int, model: str, prompt_tokens: int, max_tokens: int) -> None:
+        limit = self.context_of(model) if self.context_of is not None else None
+        if limit and prompt_tokens + max_tokens > limit:
+            self.error("context_length_exceeded", line,
+                       f"about {prompt_tokens} prompt tokens (estimated at {self.s.chars_per_token:g} characters per token) "
+                       f"plus max_tokens {max_tokens} is {prompt_tokens + max_tokens}, over {model}'s context length of {limit}",
+                       "body")
+
+    def check_contexts(self, lines: np.ndarray, ptok: np.ndarray, otok: np.ndarray) -> None:
+        """Every request of a one-model file against the model's context length, vectorised."""
+        model = self.model_override or self.result.model
+        limit = self.context_of(model) if self.context_of is not None and model else None
+        if not limit or not len(ptok):
+            return
+        over = np.flatnonzero(ptok.astype(np.int64) + otok > limit)
+        shown = over[: self.s.max_errors_reported]
+        for i in shown.tolist():
+            self.check_context(int(lines[i]), model, int(ptok[i]), int(otok[i]))
+        self.result.error_count += len(over) - len(shown)
+
     # -- end of file --------------------------------------------------------
     def finish(self, path: str, size: int) -> ScanResult:
         r = self.result
@@ -273,14 +311,18 @@ class _Scanner:
         ids = np.frombuffer(self.ids, np.int64).copy()
         self.lines = self.ids = None  # type: ignore[assignment]
         self.check_duplicates(path, lines, ids)
+        ptok = np.frombuffer(self.ptok, np.uint32).copy()
+        otok = np.frombuffer(self.otok, np.uint32).copy()
+        if r.ok and not self.allow_multi:
+            self.check_contexts(lines, ptok, otok)
         r.errors.sort(key=lambda e: (e.line or 0))
         if r.ok:
             ends = np.frombuffer(self.ends, np.int64).copy()
             if len(ends):
                 ends[-1] = min(ends[-1], size)  # the last line may lack its newline
             r.lines, r.ends = lines, ends
-            r.prompt_tokens = np.frombuffer(self.ptok, np.uint32).copy()
-            r.output_tokens = np.frombuffer(self.otok, np.uint32).copy()
+            r.prompt_tokens = ptok
+            r.output_tokens = otok
             r.prefixes = np.frombuffer(self.prefixes, np.uint32).copy()
         return r
 
@@ -338,10 +380,14 @@ def _read_custom_ids(path: str, wanted: set[int], settings: IngestSettings) -> d
 
 
 def scan_file(path: str, settings: IngestSettings | None = None, model: str | None = None,
-              allow_multiple_models: bool = False, endpoint: str | None = None) -> ScanResult:
-    """Validate a local JSONL batch file and collect per-request estimates (pass 1)."""
+              allow_multiple_models: bool = False, endpoint: str | None = None,
+              context_length: ContextLookup | None = catalog_context_length) -> ScanResult:
+    """Validate a local JSONL batch file and collect per-request estimates (pass 1).
+
+    ``context_length``: model -> its context length (None: not checked); the catalog's by default.
+    """
     settings = settings or IngestSettings()
-    scanner = _Scanner(settings, model, allow_multiple_models, endpoint)
+    scanner = _Scanner(settings, model, allow_multiple_models, endpoint, context_length)
     with open(path, "rb", buffering=0) as f:
         size = f.seek(0, 2)
         f.seek(0)

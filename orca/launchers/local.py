@@ -27,6 +27,7 @@ from pathlib import Path
 from orca.errors import LaunchError
 from orca.launchers.base import Launcher, PoolSpec, Replica, ReplicaState, WorkerEnv
 from orca.launchers.costs import accrued_cost
+from orca.launchers.worker_env import REDIS_URL, STORE_URL, has_credentials
 from orca.settings import Settings, get_settings
 
 #: (job id, replica id) -> the worker's last metrics report (``state``: starting | running | draining | stopped), or None.
@@ -80,17 +81,26 @@ def worker_settings_env(settings: Settings) -> dict[str, str]:
 
 
 def worker_command(env: WorkerEnv, pool: PoolSpec, replica_id: str, python: str = sys.executable) -> list[str]:
-    """The worker command line for one replica (engine kind and extra arguments from the pool)."""
-    cmd = [
-        python, "-m", "orca.worker",
-        "--job", env.job_id, "--redis-url", env.redis_url, "--store-url", env.store_url,
-        "--pool", pool.key, "--worker-id", replica_id, "--engine", pool.engine, "--burst",
-    ]
+    """The worker command line for one replica (engine kind and extra arguments from the pool).
+
+    A Redis or store URL with a password is left out: any local user can read a command line, so
+    ``worker_secret_env`` passes it in the worker's environment (``ORCA_REDIS_URL``/``ORCA_STORE_URL``).
+    """
+    cmd = [python, "-m", "orca.worker", "--job", env.job_id]
+    for flag, url in (("--redis-url", env.redis_url), ("--store-url", env.store_url)):
+        if not has_credentials(url):
+            cmd += [flag, url]
+    cmd += ["--pool", pool.key, "--worker-id", replica_id, "--engine", pool.engine, "--burst"]
     if env.model:
         cmd += ["--model", env.model]
     for name, value in sorted(pool.engine_args.items()):
         cmd += [f"--{name.replace('_', '-')}", str(value)]
     return cmd
+
+
+def worker_secret_env(env: WorkerEnv) -> dict[str, str]:
+    """The URLs ``worker_command`` leaves out because they carry a password, as the worker's environment."""
+    return {name: url for name, url in ((REDIS_URL, env.redis_url), (STORE_URL, env.store_url)) if has_credentials(url)}
 
 
 class LocalLauncher(Launcher):
@@ -116,7 +126,7 @@ class LocalLauncher(Launcher):
             with open(log_file, "ab") as log:
                 proc = subprocess.Popen(
                     cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env={**os.environ, **worker_settings_env(self.settings)},
+                    env={**os.environ, **worker_settings_env(self.settings), **worker_secret_env(env)},
                     start_new_session=True,  # survives a killed control plane; its own process group
                 )
         except OSError as exc:

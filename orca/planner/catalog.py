@@ -56,6 +56,7 @@ class ModelShape:
     layers: int
     kv_heads: int
     head_dim: int
+    context_length: int | None = None  # prompt plus output tokens one request may use (max_position_embeddings)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,13 @@ def catalog_from_dict(d: dict) -> Catalog:
         calibration=tuple(d.get("calibration", ())),
         model_aliases=dict(d.get("model_aliases", {})),
     )
+
+
+def context_length(model: str, catalog: Catalog | None = None) -> int | None:
+    """The model's context length (prompt plus output tokens of one request), or None if the catalog does not know it."""
+    catalog = catalog or load_catalog()
+    shape = catalog.models.get(catalog.model_aliases.get(model, model))
+    return shape.context_length if shape is not None else None
 
 
 @lru_cache(maxsize=4)

