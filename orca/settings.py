@@ -191,6 +191,15 @@ class LauncherSettings(BaseModel):
     runpod_endpoints: dict[str, str] = Field(default_factory=dict, description="GPU name -> RunPod serverless endpoint id running orca.launchers.runpod_handler (one endpoint per GPU type).")
 
 
+class DashboardSettings(BaseModel):
+    session_ttl_s: float = Field(8 * 3600.0, description="A dashboard sign-in lasts a working day; a stolen session cookie is worthless after that (log out ends it at once).")
+    poll_s: float = Field(2.0, description="Live page refresh period: one small GET per open page every 2 s looks live and costs the server little.")
+    sample_every_s: float = Field(5.0, description="Least time between two progress/cost samples of a job for the charts (the controller takes them).")
+    series_max_points: int = Field(720, description="Samples kept per job: the gap between samples grows with the deadline so a whole job fits (a 24 h job: one per 2 min).")
+    at_risk_fraction: float = Field(0.8, description="A running job whose ETA uses more than this share of the time left to its deadline is shown 'at risk'.")
+    events_shown: int = Field(200, description="Latest events on a job's page: the log stays readable and the page small.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ORCA_", env_nested_delimiter="__", extra="ignore")
 
@@ -211,6 +220,7 @@ class Settings(BaseSettings):
     quota: QuotaSettings = QuotaSettings()
     launcher: LauncherSettings = LauncherSettings()
     retention: RetentionSettings = RetentionSettings()
+    dashboard: DashboardSettings = DashboardSettings()
 
 
 @lru_cache(maxsize=1)

@@ -23,6 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from orca.control import dashboard
 from orca.control.auth import Principal, get_service, require_principal, require_user
 from orca.control.gate import AuthGate
 from orca.control.schemas import Job, JobCreate, JobList, PlanList, PlanRequest, SwapRequest
@@ -274,6 +275,8 @@ def create_app(service: OrcaService) -> FastAPI:
         return svc.plan(user, file.file, request)
 
     app.include_router(users_router)
+    dashboard.mount(app)
+
     try:
         openai_api = importlib.import_module("orca.control.openai_api")
     except ModuleNotFoundError as exc:  # the OpenAI router is optional until it is installed

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 from orca.control.calls import CallRunner, ThreadCalls
 from orca.control.pools import Launchers, pool_for_plan
+from orca.control.progress_series import ProgressSampler
 from orca.control.replicas import ReplicaCalls
 from orca.control.retention import Retention
 from orca.control.service import OrcaService
@@ -83,6 +84,7 @@ class Controller:
         self._settled: set[str] = set()
         self._live_controllers: set[str] = {self.id}
         self.retention = Retention(service)  # deletes expired files every retention.every_s
+        self._samples = ProgressSampler(service)  # the dashboard's progress/cost charts
 
     # -- loop -----------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -189,6 +191,7 @@ class Controller:
             self._assemble(record)
         elif status is S.IN_PROGRESS:
             self._run(record, replicas, now)
+        self._samples.sample(record, now)
 
     def _assemble(self, record: JobRecord) -> None:
         if self.svc.background.step_status(f"assemble-{record.id}") == "failed":

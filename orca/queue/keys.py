@@ -30,6 +30,11 @@ def user_jobs(user: str) -> str:
     return f"{PREFIX}:user:{user}:jobs"
 
 
+def session(session_hash: str) -> str:
+    """String with a TTL: a dashboard sign-in (JSON {user, created_at}); named by the SHA-256 of the cookie value."""
+    return f"{PREFIX}:session:{session_hash}"
+
+
 def user_files(user: str) -> str:
     """Sorted set file id -> created_at: one user's uploaded and result files."""
     return f"{PREFIX}:user:{user}:files"
@@ -124,6 +129,11 @@ def job_events(job_id: str) -> str:
     return _job(job_id, "events")
 
 
+def job_series(job_id: str) -> str:
+    """Capped list of JSON progress/cost samples for the dashboard's charts (taken by the controller)."""
+    return _job(job_id, "series")
+
+
 def job_lock(job_id: str) -> str:
     """String with a TTL: the controller that holds it may act on the job during one tick."""
     return _job(job_id, "lock")
@@ -135,4 +145,5 @@ def job_keys(job_id: str) -> list[str]:
         job_meta(job_id), job_pending(job_id), job_leases(job_id), job_done(job_id),
         job_dead(job_id), job_counts(job_id), job_chunks(job_id), job_draining(job_id), job_standby(job_id),
         job_workers(job_id), job_pool_completions(job_id), job_replicas(job_id), job_events(job_id), job_usage(job_id),
+        job_series(job_id),
     ]
