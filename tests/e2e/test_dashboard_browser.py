@@ -27,11 +27,12 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from orca.control import embedded
 from orca.queue.embedded import free_port
-from tests.e2e.test_server_recovery import FAST, MODEL, Stack
+from tests.e2e.test_server_recovery import FAST, MODEL, Stack, batch
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-#: Every local worker's engine answers a request in 0.3 s, 4 at a time: ~27 requests/s on 2 workers.
-SLOW_ENGINE = {"fake_latency_s": "0.3", "fake_slots": "4"}
+#: The local engine answers a plain request in 1 s, 4 at a time (8 requests/s on 2 workers), so a swap to the
+#: "fast" profile always has time to start; requests that set ``fake_delay_s`` take that long instead.
+SLOW_ENGINE = {"fake_latency_s": "1.0", "fake_slots": "4"}
 PROFILES = {"fast": {"fake_latency_s": "0.005", "fake_slots": "16"}}
 UI = {
     "ORCA_DASHBOARD__POLL_S": "0.5",
@@ -126,6 +127,14 @@ def pages(browser: Browser, stack: Stack) -> Iterator[Pages]:
     assert p.unexpected_errors() == [], "console errors on dashboard pages"
 
 
+@pytest.fixture(scope="module")
+def small_job(stack: Stack) -> str:
+    """A finished 8-request job of the stack's user."""
+    job_id = stack.submit(plain_batch(8, "small"))["id"]
+    wait_job(stack, job_id, lambda j: j["status"] == "completed", "the small job")
+    return job_id
+
+
 def progress_value(page: Page) -> float:
     return float(page.eval_on_selector("#job-progress", "e => e.value"))
 
@@ -163,7 +172,7 @@ def test_sign_in_with_token_and_log_out(pages: Pages, stack: Stack) -> None:
 
 
 def test_job_page_follows_a_job_to_its_end_and_downloads_match_the_cli(pages: Pages, stack: Stack, tmp_path: Path) -> None:
-    job = stack.submit(plain_batch(200))  # ~8 s on two slow workers
+    job = stack.submit(batch(200, 0.2))  # ~5 s on two workers
     page = pages.signed_in(stack.token)
     expect(page.locator(f"tr[data-job='{job['id']}']")).to_be_visible()
     page.click(f"a[href='/jobs/{job['id']}']")
@@ -173,14 +182,12 @@ def test_job_page_follows_a_job_to_its_end_and_downloads_match_the_cli(pages: Pa
     page.wait_for_function("() => document.querySelector('#job-progress').value > 0")
     first = progress_value(page)
     expect(page.locator("#job-status")).to_have_attribute("data-status", "in_progress")
+    expect(page.locator("#replicas-body tr").first).to_contain_text("running")
     page.wait_for_function(f"() => document.querySelector('#job-progress').value >= {min(first + 0.15, 0.5)}")
     assert progress_value(page) > first
     expect(page.locator("#n-requests")).to_contain_text("/ 200")
     expect(page.locator("#pools-body tr").first).to_contain_text("cpu")
-    expect(page.locator("#replicas-body tr").first).to_contain_text("running")
     assert page.locator("#progress-chart canvas").count() == 1 and page.locator("#cost-chart canvas").count() == 1
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "dashboard-job.png"), full_page=True)
 
     jobs = page.context.new_page()
     jobs.on("console", lambda m: m.type == "error" and pages.errors.append(f"{jobs.url}: {m.text}"))
@@ -213,7 +220,7 @@ def test_job_page_follows_a_job_to_its_end_and_downloads_match_the_cli(pages: Pa
 
 
 def test_cancel_from_the_ui(pages: Pages, stack: Stack) -> None:
-    job = stack.submit(plain_batch(600, "c"))  # ~25 s if left alone
+    job = stack.submit(plain_batch(600, "c"))  # over a minute if left alone
     page = pages.signed_in(stack.token)
     page.goto(f"/jobs/{job['id']}")
     page.wait_for_function("() => document.querySelector('#job-progress').value > 0")
@@ -228,7 +235,7 @@ def test_cancel_from_the_ui(pages: Pages, stack: Stack) -> None:
 
 
 def test_swap_from_the_ui_on_the_local_launcher(pages: Pages, stack: Stack) -> None:
-    job = stack.submit(plain_batch(320, "s"))  # ~13 s on the slow pool alone
+    job = stack.submit(plain_batch(160, "s"))  # 20 s on the slow pool alone; the fast one needs about 1 s
     page = pages.signed_in(stack.token)
     page.goto(f"/jobs/{job['id']}")
     page.wait_for_function("() => document.querySelector('#job-progress').value > 0")
@@ -241,6 +248,9 @@ def test_swap_from_the_ui_on_the_local_launcher(pages: Pages, stack: Stack) -> N
     page.click("#swap-confirm")
     expect(page.locator("#swap-dialog")).to_be_hidden()
     expect(page.locator("#swaps li").first).to_contain_text("fast-tp1-pp1-local")
+    expect(page.locator("#pools-body tr")).to_have_count(2)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-job.png"), full_page=True)  # a running job, mid-swap
 
     jobs = page.context.new_page()  # the jobs page with this running job and the finished ones before it
     jobs.on("console", lambda m: m.type == "error" and pages.errors.append(f"{jobs.url}: {m.text}"))
@@ -255,11 +265,10 @@ def test_swap_from_the_ui_on_the_local_launcher(pages: Pages, stack: Stack) -> N
     pools = page.locator("#pools-body").inner_text()
     assert "fast-tp1-pp1-local" in pools and "drained" in pools
     done = stack.job(job["id"])
-    assert done["swaps"][-1]["state"] == "done" and done["request_counts"]["completed"] == 320
+    assert done["swaps"][-1]["state"] == "done" and done["request_counts"]["completed"] == 160
 
 
-def test_another_user_gets_404_on_the_job_page(pages: Pages, stack: Stack) -> None:
-    job = stack.submit(plain_batch(8, "a"))
+def test_another_user_gets_404_on_the_job_page(pages: Pages, stack: Stack, small_job: str) -> None:
     registry = stack.registry()
     try:
         bob = registry.create_token("bob")
@@ -268,12 +277,12 @@ def test_another_user_gets_404_on_the_job_page(pages: Pages, stack: Stack) -> No
     page = pages.signed_in(bob)
     expect(page.locator("#jobs-body")).to_contain_text("No jobs yet")
     pages.allowed.append("status of 404")  # the browser logs the 404 page's status
-    answer = page.goto(f"/jobs/{job['id']}")
+    answer = page.goto(f"/jobs/{small_job}")
     assert answer is not None and answer.status == 404
     expect(page.locator("h1")).to_have_text("Job not found")
-    r = page.request.get(f"/dashboard/api/jobs/{job['id']}/results?partial=true")
+    r = page.request.get(f"/dashboard/api/jobs/{small_job}/results")
     assert r.status == 404
-    assert httpx.get(f"{stack.api}/api/jobs/{job['id']}", headers={"authorization": f"Bearer {bob}"}).status_code == 404
+    assert httpx.get(f"{stack.api}/api/jobs/{small_job}", headers={"authorization": f"Bearer {bob}"}).status_code == 404
 
 
 def test_plan_page_then_submit(pages: Pages, stack: Stack, tmp_path: Path) -> None:
@@ -297,13 +306,12 @@ def test_plan_page_then_submit(pages: Pages, stack: Stack, tmp_path: Path) -> No
     page.wait_for_url("**/jobs/batch_*")
     job_id = page.url.rsplit("/", 1)[1]
     expect(page.locator("h1")).to_have_text(job_id)
-    done = wait_job(stack, job_id, lambda j: j["status"] == "completed", "the job submitted from the plan page")
-    assert done["request_counts"]["completed"] == 16
+    expect(page.locator("#n-requests")).to_contain_text("/ 16")
 
 
 @pytest.mark.parametrize("width,height", [(1280, 800), (390, 844)])
-def test_layout_fits_and_focus_is_visible(pages: Pages, stack: Stack, width: int, height: int) -> None:
-    job_id = stack.submit(plain_batch(4, f"w{width}"))["id"]
+def test_layout_fits_and_focus_is_visible(pages: Pages, stack: Stack, small_job: str, width: int, height: int) -> None:
+    job_id = small_job
     page = pages.signed_in(stack.token, width, height)
     for path in ("/", f"/jobs/{job_id}", "/plan"):
         page.goto(path)
@@ -312,9 +320,11 @@ def test_layout_fits_and_focus_is_visible(pages: Pages, stack: Stack, width: int
         assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at {width}px"
     page.goto(f"/jobs/{job_id}")
     expect(page.locator("#progress-chart canvas")).to_be_visible()
+    expect(page.locator("#job-status")).to_have_attribute("data-status", "completed")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-job-{width}px.png"), full_page=True)
     assert page.locator("#n-deadline").inner_text() != "–"  # the chart's numbers beside it
     page.keyboard.press("Tab")  # the skip link, then the first control
     page.keyboard.press("Tab")
     style = page.evaluate("(() => { const s = getComputedStyle(document.activeElement); return [s.outlineStyle, s.outlineWidth]; })()")
     assert style[0] != "none" and style[1] != "0px", style
-    wait_job(stack, job_id, lambda j: j["status"] == "completed", "layout job")

@@ -398,3 +398,27 @@ def test_server_passes_its_options_to_the_control_plane(monkeypatch):
     r = runner.invoke(cli.app, ["server", "--port", "9000", "--no-controller", "--rq-worker"])
     assert r.exit_code == 0, r.output
     assert seen == [["--port", "9000", "--no-controller", "--rq-worker"]]
+
+
+def test_dashboard_prints_the_url_and_opens_a_browser_only_where_there_is_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = FakeClient()
+    client.api_url = "http://127.0.0.1:8765"
+    monkeypatch.setattr(cli, "make_client", lambda start=False: client)
+    monkeypatch.setattr(cli, "get_settings", lambda: Settings())
+    opened: list[str] = []
+    import webbrowser
+
+    monkeypatch.setattr(webbrowser, "open", lambda url, new=0: opened.append(url) or True)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(cli.sys, "platform", "linux")
+    r = runner.invoke(cli.app, ["dashboard"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == "http://127.0.0.1:8765/" and opened == []  # headless: no browser to open
+    assert "token" in r.stderr
+
+    monkeypatch.setenv("DISPLAY", ":0")
+    r = runner.invoke(cli.app, ["dashboard", "--json"])
+    assert json.loads(r.stdout)["opened"] is True and opened == ["http://127.0.0.1:8765/"]
+    r = runner.invoke(cli.app, ["dashboard", "--no-open", "--json"])
+    assert json.loads(r.stdout)["opened"] is False and len(opened) == 1

@@ -139,7 +139,9 @@
       .reduce((sum, p) => sum + p.price_per_replica_hour * liveReplicas(p), 0);
     setText("n-burn", live ? money(burn) + "/h" : "–");
     setText("job-created", clock(job.created_at));
-    show("job-message", job.message || "");
+    if (job.model) setText("job-model", job.model);
+    const why = ["failed", "expired", "cancelled", "cancelling"].includes(job.status);  // why it stopped early
+    show("job-message", why ? job.message || "" : "");
   }
 
   function liveReplicas(pool) {
