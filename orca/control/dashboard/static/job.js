@@ -65,7 +65,7 @@
     const chart = new uPlot({
       width: width(), height: 220, legend: {show: false}, cursor: {drag: {x: true, y: false}},
       scales: {x: {time: true, range: xRange}, y: yOpts.scale},
-      axes: [{}, {values: yOpts.values, size: 64}],
+      axes: [{space: 70}, {values: yOpts.values, size: 64}],
       series: [{}, ...series], plugins: plugins || [],
     }, [[], ...series.map(() => [])], node);
     new ResizeObserver(() => chart.setSize({width: width(), height: 220})).observe(node);

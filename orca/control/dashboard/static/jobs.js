@@ -35,7 +35,7 @@
         el("td", {"data-label": "ETA vs deadline"}, ...trackCell(row, data.now)),
         el("td", {"data-label": "Cost", class: "num"}, ...cost),
         el("td", {"data-label": "GPU / market"}, row.gpu || "–", el("div", {class: "small muted"}, label(row.market) || "")),
-        el("td", {"data-label": "Created"}, el("time", {datetime: new Date(row.created_at * 1000).toISOString()}, ago(row.created_at, data.now))),
+        el("td", {"data-label": "Created", class: "nowrap"}, el("time", {datetime: new Date(row.created_at * 1000).toISOString()}, ago(row.created_at, data.now))),
       );
     });
     const filter = select.value;
