@@ -137,15 +137,27 @@ def test_static_assets_ship_in_the_package(client: TestClient) -> None:
     assert "MIT" in client.get("/dashboard/static/vendor/uPlot.LICENSE.txt").text
 
 
-def test_session_expires_after_its_ttl(redis_url: str) -> None:
+def test_session_expires_after_its_ttl(redis_url: str, service: OrcaService) -> None:
     store = SessionStore(redis_url, Settings(dashboard=DashboardSettings(session_ttl_s=0.3)))
     try:
-        sid = store.create("alice")
+        sid = store.create("alice", service.registry.create_token("alice"))
         assert store.user(sid) == "alice" and store.user(sid + "x") is None
         time.sleep(0.5)
         assert store.user(sid) is None
     finally:
         store.close()
+
+
+def test_revoking_the_token_ends_its_sessions(client: TestClient, service: OrcaService) -> None:
+    token = service.registry.create_token("alice")
+    other = service.registry.create_token("alice")
+    sign_in(client, token)
+    assert client.get("/dashboard/api/jobs").status_code == 200
+    service.registry.revoke_token(token)
+    assert client.get("/dashboard/api/jobs").status_code == 401
+    assert client.get("/").status_code == 303
+    sign_in(client, other)  # the user's other token still signs in
+    assert client.get("/dashboard/api/jobs").status_code == 200
 
 
 def test_series_is_capped(redis_url: str) -> None:

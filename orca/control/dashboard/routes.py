@@ -103,7 +103,7 @@ def login(request: Request, token: Annotated[str, Form()] = "", next: Annotated[
         return render(request, "login.html", status_code=401, page="login", next=sess.safe_next(next),
                       error="That token is not valid. Paste the API token you use with the CLI (ORCA_API_TOKEN).")
     response = RedirectResponse(sess.safe_next(next), status_code=303, headers=SECURITY_HEADERS)
-    sess.sign_in(request, response, user)
+    sess.sign_in(request, response, user, token)
     return response
 
 

@@ -3,7 +3,8 @@
 The token is checked with the same token -> user lookup as the API's bearer auth. The cookie
 (``orca_session``) is HttpOnly (page scripts cannot read it), SameSite=Strict (no other site's
 page sends it) and Secure when served over HTTPS; it names a server-side session in Redis
-(``orca.queue.sessions``) that lasts ``dashboard.session_ttl_s`` and ends on log out.
+(``orca.queue.sessions``) that lasts ``dashboard.session_ttl_s``, ends on log out, and ends at
+once when the token it was opened with is revoked or rotated.
 
 Every state-changing dashboard request must also come from the dashboard's own origin
 (``Origin`` header, or ``Sec-Fetch-Site``): a second guard against cross-site requests.
@@ -60,10 +61,10 @@ def token_user(request: Request, token: str) -> str | None:
     return request.app.state.service.registry.user_for_token(token) if token else None
 
 
-def sign_in(request: Request, response: Response, user: str) -> None:
-    """Start a session for ``user`` and set its cookie on ``response``."""
+def sign_in(request: Request, response: Response, user: str, token: str) -> None:
+    """Start a session for ``user`` (signed in with ``token``) and set its cookie on ``response``."""
     store = sessions(request)
-    session_id = store.create(user)
+    session_id = store.create(user, token.strip())
     response.set_cookie(
         COOKIE, session_id, max_age=int(store.settings.dashboard.session_ttl_s), path="/",
         httponly=True, samesite="strict", secure=request.url.scheme == "https",
