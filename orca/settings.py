@@ -198,6 +198,7 @@ class DashboardSettings(BaseModel):
     series_max_points: int = Field(720, description="Samples kept per job: the gap between samples grows with the deadline so a whole job fits (a 24 h job: one per 2 min).")
     at_risk_fraction: float = Field(0.8, description="A running job whose ETA uses more than this share of the time left to its deadline is shown 'at risk'.")
     events_shown: int = Field(200, description="Latest events on a job's page: the log stays readable and the page small.")
+    jobs_shown: int = Field(100, description="Newest jobs on the jobs page (the status filter applies within them): each costs a few Redis reads per refresh.")
 
 
 class Settings(BaseSettings):

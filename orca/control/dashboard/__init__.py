@@ -24,8 +24,3 @@ def mount(app: FastAPI) -> None:
     app.state.dashboard_series = ProgressSeries(service.registry.redis_url, service.settings)
     app.mount("/dashboard/static", StaticFiles(packages=[("orca.control.dashboard", "static")]), name="dashboard-static")
     app.include_router(router)
-
-    @app.on_event("shutdown")
-    def _close() -> None:
-        app.state.dashboard_sessions.close()
-        app.state.dashboard_series.close()

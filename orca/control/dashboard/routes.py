@@ -9,7 +9,7 @@ Pages (sign-in needed, else a redirect to ``/login``):
 
 JSON for the pages' scripts (session cookie; 401 without one; POSTs from this origin only):
 
-    GET  /dashboard/api/jobs?status=            {"now", "jobs": [row]}
+    GET  /dashboard/api/jobs?status=            {"now", "jobs": [row]} (the newest dashboard.jobs_shown)
     GET  /dashboard/api/jobs/{id}?since=T       job, track, pools, replicas, swaps, events, samples after T
     POST /dashboard/api/jobs/{id}/cancel        -> Job
     POST /dashboard/api/jobs/{id}/swap-preview  {"gpu", "market"} -> plan table for the work left
@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Annotated, BinaryIO
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -78,14 +79,12 @@ def render(request: Request, template: str, status_code: int = 200, **context) -
 
 def to_login(request: Request) -> RedirectResponse:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    from urllib.parse import quote
-
     return RedirectResponse(f"/login?next={quote(target, safe='/')}", status_code=303, headers=SECURITY_HEADERS)
 
 
 def visible_jobs(svc: OrcaService, user: str) -> list[Job]:
-    """The jobs this user's jobs page lists: their own, as ``GET /api/jobs`` returns them."""
-    return svc.list_jobs(user)
+    """The jobs this user's jobs page lists: their newest own ones, as ``GET /api/jobs`` returns them."""
+    return svc.list_jobs(user, limit=svc.settings.dashboard.jobs_shown)
 
 
 # -- sign-in -----------------------------------------------------------------
