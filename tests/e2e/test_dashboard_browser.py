@@ -289,12 +289,16 @@ def test_another_user_gets_404_on_the_job_page(pages: Pages, stack: Stack, small
     assert httpx.get(f"{stack.api}/api/jobs/{small_job}", headers={"authorization": f"Bearer {bob}"}).status_code == 404
 
 
-def test_plan_page_then_submit(pages: Pages, stack: Stack, tmp_path: Path) -> None:
-    src = tmp_path / "plan.jsonl"
-    src.write_bytes(plain_batch(16, "p"))
+def test_plan_page_then_submit(pages: Pages, stack: Stack) -> None:
     page = pages.signed_in(stack.token)
     page.click("nav >> text=Plan")
-    page.set_input_files("#plan-file", str(src))
+    dropped = page.evaluate_handle("""text => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([text], "plan.jsonl", {type: "application/jsonl"}));
+        return dt;
+    }""", plain_batch(16, "p").decode())
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})  # the file dropped on the page
+    assert page.eval_on_selector("#plan-file", "e => e.files.length && e.files[0].name") == "plan.jsonl"
     page.fill("#plan-deadline", "2h")
     page.click("#plan-submit")
     expect(page.locator("#plan-body tr").first).to_contain_text("cpu")
@@ -332,3 +336,9 @@ def test_layout_fits_and_focus_is_visible(pages: Pages, stack: Stack, small_job:
     page.keyboard.press("Tab")
     style = page.evaluate("(() => { const s = getComputedStyle(document.activeElement); return [s.outlineStyle, s.outlineWidth]; })()")
     assert style[0] != "none" and style[1] != "0px", style
+
+
+def test_a_missing_browser_fails_loudly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ORCA_TEST_CHROMIUM", str(tmp_path / "no-chromium"))
+    with pytest.raises(pytest.fail.Exception, match="make test"):
+        chromium_path()
