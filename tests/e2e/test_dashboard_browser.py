@@ -228,6 +228,11 @@ def test_cancel_from_the_ui(pages: Pages, stack: Stack) -> None:
     page = pages.signed_in(stack.token)
     page.goto(f"/jobs/{job['id']}")
     page.wait_for_function("() => document.querySelector('#job-progress').value > 0")
+    expect(page.locator("#dl-results")).to_have_text("Download partial results")
+    with page.expect_download() as download:
+        page.click("#dl-results")
+    partial = [json.loads(line) for line in Path(download.value.path()).read_bytes().splitlines()]
+    assert 0 < len(partial) < 600 and all(line["custom_id"].startswith("c-") for line in partial)
     page.click("#cancel-open")
     expect(page.locator("#cancel-dialog")).to_be_visible()
     page.click("#cancel-confirm")

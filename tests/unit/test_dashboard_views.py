@@ -107,3 +107,33 @@ def test_remaining_stats_scale_the_job() -> None:
 ])
 def test_safe_next(target, expected) -> None:
     assert safe_next(target) == expected
+
+
+def _record(launcher: str, gpu: str, market: str):
+    from orca.fleet import Pool
+    from orca.queue.jobs import JobRecord
+
+    return JobRecord(id="batch_1", user="alice", status=JobStatus.IN_PROGRESS, created_at=NOW - 600, deadline_at=NOW + 4 * 3600,
+                     stats={"n_requests": 10_000, "prompt_tokens": 2_000_000, "max_output_tokens": 2_560_000,
+                            "model": "meta-llama/Llama-3.1-8B-Instruct"},
+                     pools=[Pool(key=f"{gpu}-tp1-pp1-{market}", launcher=launcher, gpu=gpu, market=market)])
+
+
+def test_swap_choices_and_the_plan_for_the_work_left() -> None:
+    from orca.control.dashboard.swap_preview import gpu_choices, preview
+    from orca.planner.catalog import load_catalog
+    from orca.settings import LauncherSettings, Settings
+
+    catalog = load_catalog()
+    settings = Settings(launcher=LauncherSettings(local_swap_profiles={"fast": {"fake_latency_s": "0.01"}}))
+    cloud = gpu_choices(_record("skypilot", "L4", "spot"), settings, catalog)
+    assert "H100" in cloud["gpus"] and "cpu" not in cloud["gpus"] and cloud["current"] == "L4"
+    assert cloud["markets"] == ["spot", "on_demand", "serverless"]
+    local = gpu_choices(_record("local", "cpu", "local"), settings, catalog)
+    assert local["gpus"] == ["cpu", "fast"] and local["markets"] == ["local"]
+
+    half_done = job(request_counts=RequestCounts(total=10_000, completed=5_000))
+    out = preview(_record("skypilot", "L4", "spot"), half_done, "H100", "spot", settings, catalog, now=NOW)
+    assert out["error"] is None and out["plans"] and out["remaining_requests"] == 5_000
+    assert {(p["gpu"], p["market"]) for p in out["plans"]} == {("H100", "spot")}
+    assert out["time_left_s"] == 4 * 3600

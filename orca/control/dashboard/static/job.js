@@ -260,9 +260,17 @@
         el("thead", {}, el("tr", {}, ...["GPU", "TP/PP", "Market", "Region", "Replicas", "ETA", "Cost", "Risk"].map(h => el("th", {scope: "col"}, h)))),
         el("tbody", {}));
       setRows(table.querySelector("tbody"), rows, "No plan fits.");
+      const tp = document.getElementById("swap-tp"), pp = document.getElementById("swap-pp");
+      let adjusted = null;
+      if (r.plans.length && !r.plans.some(p => p.tp === body.tp && p.pp === body.pp)) {
+        tp.value = r.plans[0].tp;                          // the cheapest plan's parallelism, shown before confirming
+        pp.value = r.plans[0].pp;
+        adjusted = `TP/PP set to ${r.plans[0].tp}/${r.plans[0].pp}, the cheapest plan's (${body.tp}/${body.pp} is not among the plans).`;
+      }
       planBox.replaceChildren(
         el("p", {}, `Remaining work: about ${r.remaining_requests.toLocaleString()} requests, ${duration(r.time_left_s)} to the deadline.`),
         r.note ? el("p", {class: "notice small"}, r.note) : null,
+        adjusted ? el("p", {class: "notice small"}, adjusted) : null,
         r.error ? el("p", {class: "error small"}, r.error) : null,
         el("div", {class: "table-wrap"}, table));
       confirmBtn.disabled = false;
