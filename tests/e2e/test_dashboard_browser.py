@@ -308,6 +308,8 @@ def test_plan_page_then_submit(pages: Pages, stack: Stack) -> None:
     page.click("#plan-submit")
     expect(page.locator("#plan-body tr").first).to_contain_text("cpu")
     expect(page.locator("#plan-summary")).to_contain_text("16 requests")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-plan.png"), full_page=True)
     page.fill("#plan-deadline", "not a deadline")
     page.click("#plan-submit")
     expect(page.locator("#plan-error")).to_contain_text("not a duration")
