@@ -23,7 +23,8 @@ def unfinished_code(status: JobStatus) -> str | None:
 
 
 def assemble_into(store: ObjectStore, record: JobRecord, queue: ChunkQueue, partial: bool) -> dict:
-    """Merge the committed chunk outputs of a job; returns {"completed": n, "failed": n}.
+    """Merge the committed chunk outputs of a job; returns {"completed": n, "failed": n, "not_run": n}
+    (``not_run``: requests of chunks neither committed nor dead, among the failed in a final assembly).
 
     ``partial``: what is done so far, into the partial keys (unfinished requests left out; the
     final files are untouched). Otherwise the final files, one line per request: requests never
@@ -38,4 +39,4 @@ def assemble_into(store: ObjectStore, record: JobRecord, queue: ChunkQueue, part
     else:
         result = assemble(store, record.id, queue.committed_generations(), queue.dead_chunks(), final=True,
                           unfinished_code=unfinished_code(record.status))
-    return {"completed": result.n_output, "failed": result.n_errors}
+    return {"completed": result.n_output, "failed": result.n_errors, "not_run": result.missing}

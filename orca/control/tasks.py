@@ -181,4 +181,8 @@ def assemble_job(settings_json: str, job_id: str) -> None:
         if record.status is S.FINALIZING:
             move(reg, job_id, S.COMPLETED, "job completed")
         elif record.status is S.CANCELLING:
-            move(reg, job_id, S.CANCELLED, "job cancelled; partial results kept")
+            counts = record.final_counts or {}
+            move(reg, job_id, S.CANCELLED, "job cancelled; partial results kept",
+                 message=f"cancelled: {counts.get('completed', 0)} requests answered, {counts.get('not_run', 0)} not run "
+                         "(batch_cancelled lines in the error file)")
+

@@ -157,6 +157,8 @@ def test_cancel_shows_cancelling_then_cancelled_with_usage_of_committed_chunks(e
     not_run = [json.loads(x) for x in sdk.files.content(done.error_file_id).text.splitlines()]
     assert len(answered) == done.request_counts.completed >= 4 and len(answered) + len(not_run) == 40
     assert {x["error"]["code"] for x in not_run} <= {"batch_cancelled"}
+    message = client.get(f"/api/jobs/{batch.id}").json()["message"]
+    assert message == f"cancelled: {len(answered)} requests answered, {len(not_run)} not run (batch_cancelled lines in the error file)"
     # usage counts exactly the committed (answered) requests
     assert done.usage.output_tokens == sum(x["response"]["body"]["usage"]["output_tokens"] for x in answered)
 
