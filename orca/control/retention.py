@@ -6,7 +6,9 @@ or ``retention.batch_file_s``; a batch's output and error files get the batch's
 ``output_expires_after`` or ``retention.output_file_s`` (0: never). The controller calls
 ``Retention.tick`` every tick; every ``retention.every_s`` it deletes the expired files (record,
 stored object, and for a job's last result file the job's stored data) through
-``OrcaService.remove_file``, so an expired file is gone exactly as if its owner had deleted it.
+``OrcaService.remove_file``, so an expired file is gone exactly as if its owner had deleted it;
+a job that ended without chunks (so without result files) has its stored input copy deleted
+``retention.output_file_s`` after it ended.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from orca.errors import InputValidationError, OrcaError
 from orca.models import ValidationIssue
 from orca.queue.jobs import JobRecord
 from orca.settings import RetentionSettings
+from orca.storage.layout import JobLayout
 
 log = logging.getLogger("orca.retention")
 
@@ -71,12 +74,41 @@ def delete_expired(service, now: float | None = None) -> list[str]:  # service: 
     return deleted
 
 
+def _ended_at(record: JobRecord) -> float | None:
+    return record.completed_at or record.failed_at or record.expired_at or record.cancelled_at
+
+
+def purge_unassembled(service, seen: set[str], now: float | None = None) -> list[str]:
+    """Delete the stored data (the input copy) of jobs that ended before they had chunks (failed validation,
+    cancelled or expired while validating), ``retention.output_file_s`` after they ended: such a job has
+    no result files to expire with. ``seen``: job ids already settled here (skipped). Returns the purged ids."""
+    now = time.time() if now is None else now
+    keep_s = service.settings.retention.output_file_s
+    purged = []
+    for job_id, status in service.registry.statuses().items():
+        if job_id in seen or not status.terminal:
+            continue
+        record = service.registry.find(job_id)
+        ended = _ended_at(record) if record is not None else None
+        if record is None or record.chunks_total or record.data_purged or not keep_s or ended is None:
+            seen.add(job_id)  # results expire with their files, or kept for good
+            continue
+        if ended + keep_s <= now:
+            service.store.delete_prefix(JobLayout(job_id).root)
+            service.registry.update(job_id, data_purged=True)
+            service.registry.add_event(job_id, "data_expired", "the job's stored input copy expired and was deleted")
+            seen.add(job_id)
+            purged.append(job_id)
+    return purged
+
+
 class Retention:
-    """The controller's hook: runs ``delete_expired`` at most every ``retention.every_s``."""
+    """The controller's hook: runs ``delete_expired`` and ``purge_unassembled`` at most every ``retention.every_s``."""
 
     def __init__(self, service) -> None:
         self.service = service
         self._last = float("-inf")
+        self._settled: set[str] = set()  # jobs purge_unassembled need not look at again
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -85,6 +117,7 @@ class Retention:
         self._last = now
         try:
             deleted = delete_expired(self.service)
+            purge_unassembled(self.service, self._settled)
         except OrcaError as exc:  # Redis or the store briefly away: the next period retries
             log.warning("retention step failed: %s", exc)
             return

@@ -75,6 +75,7 @@ class JobRecord(BaseModel):
     tick_failures: int = 0       # controller ticks in a row that raised on this job
     metadata: dict[str, str] = Field(default_factory=dict)
     output_expires_after_s: int | None = None  # expiry of the output/error files, from their creation
+    data_purged: bool = False  # retention deleted the stored data of a job that ended without result files
 
 
 class FileRecord(BaseModel):

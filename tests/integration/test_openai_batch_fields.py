@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from openai.types.responses import Response
 
 from orca.control.app import create_app
+from orca.control.retention import purge_unassembled
 from orca.control.controller import Controller
 from orca.control.service import OrcaService
 from orca.settings import (
@@ -230,3 +231,18 @@ def test_expired_batch_has_expired_at_and_the_completed_part(env) -> None:
     assert len(answered) + len(not_run) == 16 and len(answered) == done["request_counts"]["completed"]
     assert {x["error"]["code"] for x in not_run} == {"batch_expired"}
     assert done["usage"]["output_tokens"] == sum(json.loads(x)["response"]["body"]["usage"]["output_tokens"] for x in answered)
+
+
+def test_a_job_that_failed_validation_has_its_input_copy_purged_after_the_retention(env) -> None:
+    svc, client, controller, _ = env
+    b = create_batch(client, upload(client, batch_lines(2) + b"not json\n")["id"])
+    run_until(controller, client, b["id"], lambda x: x["status"] == "failed")
+    root = JobLayout(b["id"]).root
+    assert list(svc.store.list(root))  # the input copy is still there
+    assert purge_unassembled(svc, set()) == []  # not yet: retention.output_file_s has not passed
+    later = time.time() + svc.settings.retention.output_file_s + 1
+    assert purge_unassembled(svc, set(), now=later) == [b["id"]]
+    assert list(svc.store.list(root)) == []
+    assert purge_unassembled(svc, set(), now=later) == []  # once
+    errors = client.get(f"/api/jobs/{b['id']}/errors")  # validation errors live in Redis, not in the purged data
+    assert errors.status_code == 200 and b'"line": 3' in errors.content
