@@ -121,3 +121,20 @@ def test_submit_without_wait_then_follow_with_the_client(orca):
     assert [r["custom_id"] for r in records] == custom_ids(emb)
     vectors = [r["response"]["body"]["data"][0]["embedding"] for r in records]
     assert all(len(v) == len(vectors[0]) > 0 for v in vectors)
+
+
+def test_submit_wait_runs_the_responses_sample(orca, tmp_path):
+    """sample_jobs/responses.jsonl on the embedded defaults: Responses bodies from SmolLM2 via the worker's adapter."""
+    from openai.types.responses import Response
+
+    sample = SAMPLES / "responses.jsonl"
+    out = tmp_path / "out.jsonl"
+    r = orca("submit", str(sample), "--deadline", "1h", "--wait", "-o", str(out), timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert " completed: 20/20 requests succeeded, 0 failed" in r.stdout.splitlines()[0]
+    assert custom_ids(out) == custom_ids(sample)
+    bodies = [Response.model_validate(json.loads(line)["response"]["body"]) for line in out.read_text().splitlines()]
+    assert all(b.object == "response" and b.output_text and 0 < b.usage.output_tokens <= 24 for b in bodies)
+    job = orca.json("status", r.stdout.split()[0])
+    assert job["usage"]["output_tokens"] == sum(b.usage.output_tokens for b in bodies)
+    assert job["endpoint"] == "/v1/responses"
