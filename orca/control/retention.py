@@ -4,9 +4,9 @@ A file's ``expires_at`` is set when it is made: an upload's ``expires_after`` (a
 seconds within ``retention.min_expires_after_s``..``max_expires_after_s``, OpenAI's 1 hour..30 days)
 or ``retention.batch_file_s``; a batch's output and error files get the batch's
 ``output_expires_after`` or ``retention.output_file_s`` (0: never). The controller calls
-``Retention.tick`` every tick; every ``retention.every_s`` it deletes the expired files (record,
-stored object, and for a job's last result file the job's stored data) through
-``OrcaService.remove_file``, so an expired file is gone exactly as if its owner had deleted it;
+``Retention.tick`` every tick; every ``retention.every_s`` it queues ``retention_step`` (RQ), which
+deletes the expired files (record, stored object, and for a job's last result file the job's
+stored data) through ``OrcaService.remove_file``, so an expired file is gone exactly as if its owner had deleted it;
 a job that ended without chunks (so without result files) has its stored input copy deleted
 ``retention.output_file_s`` after it ended.
 """
@@ -102,8 +102,24 @@ def purge_unassembled(service, seen: set[str], now: float | None = None) -> list
     return purged
 
 
+def retention_step(settings_json: str) -> None:
+    """The background step (RQ) that deletes expired files: deleting a job's stored data can take long on S3,
+    so it runs off the controller thread. Idempotent: a repeated step finds nothing left to delete."""
+    from orca.control.service import OrcaService
+    from orca.settings import Settings
+
+    service = OrcaService.from_settings(Settings.model_validate_json(settings_json))
+    try:
+        deleted = delete_expired(service)
+        if deleted:
+            log.info("retention: deleted %d expired file(s)", len(deleted))
+    finally:
+        service.close()
+
+
 class Retention:
-    """The controller's hook: runs ``delete_expired`` and ``purge_unassembled`` at most every ``retention.every_s``."""
+    """The controller's hook: every ``retention.every_s`` it asks for the retention step (a background step,
+    not queued twice) and purges the data of jobs that ended without chunks (a few small objects each)."""
 
     def __init__(self, service) -> None:
         self.service = service
@@ -116,10 +132,8 @@ class Retention:
             return
         self._last = now
         try:
-            deleted = delete_expired(self.service)
+            self.service.background.submit("retention", "orca.control.retention.retention_step",
+                                           self.service._settings_json())
             purge_unassembled(self.service, self._settled)
         except OrcaError as exc:  # Redis or the store briefly away: the next period retries
             log.warning("retention step failed: %s", exc)
-            return
-        if deleted:
-            log.info("retention: deleted %d expired file(s)", len(deleted))
