@@ -140,7 +140,7 @@ class ControlSettings(BaseModel):
 
 
 class RetentionSettings(BaseModel):
-    every_s: float = Field(60.0, description="Controller's retention step period: expired files go within a minute of their expires_at.")
+    every_s: float = Field(60.0, description="Period of the retention step the controller queues: expired files go within a minute of their expires_at.")
     batch_file_s: int = Field(30 * 86400, description="Default expiry of uploaded batch input files (OpenAI's: 30 days); 0 keeps them until deleted.")
     output_file_s: int = Field(30 * 86400, description="Default expiry of batch output and error files, so the local store does not grow without bound (OpenAI keeps them until deleted); 0 keeps them.")
     min_expires_after_s: int = Field(3600, description="Shortest expires_after/output_expires_after a user may ask for (OpenAI's bound: 1 hour); tests lower it.")
