@@ -25,7 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orca.control import dashboard
 from orca.control.auth import Principal, get_service, require_principal, require_user
-from orca.control.gate import AuthGate
+from orca.control.dashboard.session import cookie_credential
+from orca.control.gate import AuthGate, bearer
 from orca.control.schemas import Job, JobCreate, JobList, PlanList, PlanRequest, SwapRequest
 from orca.control.service import OrcaService
 from orca.control.users_api import router as users_router
@@ -189,8 +190,10 @@ def create_app(service: OrcaService) -> FastAPI:
     """The control plane app over ``service`` (the caller owns the service's lifetime)."""
     app = FastAPI(title="orca control plane", version="0.1.0", responses=ERROR_RESPONSES)
     app.state.service = service
+    api_token = bearer(service)
     app.add_middleware(AuthGate, service=service, respond=_orca_error_response,
-                       prechecks={("POST", "/api/jobs"): service.check_quota})
+                       credentials={"/api/": api_token, "/v1/": api_token, "/dashboard/api/": cookie_credential(app)},
+                       prechecks={("POST", "/api/jobs"): service.check_quota, ("POST", "/dashboard/api/jobs"): service.check_quota})
     metrics = CollectorRegistry(auto_describe=False)
     metrics.register(JobsCollector(service))
     read_block = service.settings.store.read_buffer_kb * 1024

@@ -1,17 +1,16 @@
 """``AuthGate``: the ASGI middleware that checks who is asking, and how much they send, before
 any route reads the request body.
 
-FastAPI parses a multipart upload before it runs a route's dependencies, so a token check in a
-dependency comes after a 100 MB body has been read. The gate runs first: for every path except
-the open ones (health, metrics, API docs) it resolves the bearer token (401 at once, body
-unread), refuses a declared ``Content-Length`` over ``control.max_upload_mb`` (413), counts the
-bytes of a body without one and answers 413 as soon as they pass the limit, and runs the
-route's pre-upload checks (per-user quotas of job submission: 429 before the upload is read).
-The ``Principal`` is left in ``request.state.principal`` for ``orca.control.auth``.
-
-``token_of`` picks the token out of the request headers (default: ``Authorization: Bearer``); a front
-end with its own credential (a session cookie mapped to a token) passes its own, and paths that must
-answer anyone go in ``open_paths``.
+FastAPI parses a multipart upload before it runs a route's dependencies, so a credential check in
+a dependency comes after a 100 MB body has been read. The gate runs first. For every request it
+refuses a declared ``Content-Length`` over ``control.max_upload_mb`` (413) and counts the bytes of
+a body without one, answering 413 as soon as they pass the limit. For paths under a guarded prefix
+it also resolves the caller with that prefix's credential (``credentials``: the bearer token for
+``/api/`` and ``/v1/``, the dashboard's session cookie for ``/dashboard/api/``) and answers 401 at
+once, body unread, when there is none; then it runs the route's pre-upload checks (per-user
+quotas of job submission: 429 before the upload is read). The ``Principal`` is left in
+``request.state.principal`` for ``orca.control.auth``. Other paths (health, metrics, the API
+docs, the dashboard's pages, which redirect to their sign-in) pass with the body limit only.
 """
 
 from __future__ import annotations
@@ -20,24 +19,22 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import anyio.to_thread
 
-from orca.control.auth import principal_for_token, token_from_header
+from orca.control.auth import Principal, principal_for_token, token_from_header
 from orca.control.service import OrcaService
 from orca.errors import AuthError, OrcaError, PayloadTooLargeError
-
-#: Paths anyone may read: liveness, Prometheus, and the API description itself.
-OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
 Scope = dict
 Message = dict
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ErrorResponder = Callable[[OrcaError], Callable[[Scope, Receive, Send], Awaitable[None]]]
-TokenOf = Callable[[dict[str, str]], "str | None"]
+#: Resolves the caller from the lower-cased request headers (blocking: it runs in a worker thread).
+Credential = Callable[[dict[str, str]], "Principal | None"]
 
 
-def bearer_of(headers: dict[str, str]) -> str | None:
-    """The bearer token of lower-cased request headers."""
-    return token_from_header(headers.get("authorization"))
+def bearer(service: OrcaService) -> Credential:
+    """The ``Authorization: Bearer <token>`` credential of the API routes."""
+    return lambda headers: principal_for_token(service, token_from_header(headers.get("authorization")))
 
 
 def _too_large(limit_mb: int) -> PayloadTooLargeError:
@@ -46,39 +43,46 @@ def _too_large(limit_mb: int) -> PayloadTooLargeError:
 
 
 class AuthGate:
-    """Authenticate, bound the body and run pre-upload checks before the wrapped app sees a request."""
+    """Bound the body, authenticate guarded paths and run pre-upload checks before the wrapped app sees a request."""
 
     def __init__(self, app: Callable, service: OrcaService, respond: ErrorResponder,
-                 prechecks: Mapping[tuple[str, str], Callable[[str], None]] | None = None,
-                 open_paths: frozenset[str] = OPEN_PATHS, token_of: TokenOf = bearer_of) -> None:
+                 credentials: Mapping[str, Credential],
+                 prechecks: Mapping[tuple[str, str], Callable[[str], None]] | None = None) -> None:
         self.app = app
         self.service = service
         self.respond = respond
+        self.credentials = sorted(credentials.items(), key=lambda kv: -len(kv[0]))  # longest prefix first
         self.prechecks = dict(prechecks or {})
-        self.open_paths = open_paths
-        self.token_of = token_of
+
+    def _credential(self, path: str) -> Credential | None:
+        for prefix, credential in self.credentials:
+            if path.startswith(prefix) or path == prefix.rstrip("/"):
+                return credential
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open_paths:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
         limit_mb = self.service.settings.control.max_upload_mb
         limit = limit_mb * 1024 * 1024
+        credential = self._credential(scope["path"])
         try:
-            principal = await anyio.to_thread.run_sync(principal_for_token, self.service, self.token_of(headers))
-            if principal is None:
-                raise AuthError()
+            if credential is not None:
+                principal = await anyio.to_thread.run_sync(credential, headers)
+                if principal is None:
+                    raise AuthError()
+                scope.setdefault("state", {})["principal"] = principal
             declared = headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
                 raise _too_large(limit_mb)
             precheck = self.prechecks.get((scope["method"], scope["path"].rstrip("/") or "/"))
-            if precheck is not None:
+            if precheck is not None and credential is not None:
                 await anyio.to_thread.run_sync(precheck, principal.name)
         except OrcaError as exc:
             await self.respond(exc)(scope, receive, send)
             return
-        scope.setdefault("state", {})["principal"] = principal
         await self._bounded(scope, receive, send, limit, limit_mb)
 
     async def _bounded(self, scope: Scope, receive: Receive, send: Send, limit: int, limit_mb: int) -> None:

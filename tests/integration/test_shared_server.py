@@ -238,6 +238,15 @@ def test_a_large_unauthenticated_upload_is_not_read(team, token) -> None:
     assert json.loads(body)["error"]["code"] == "unauthorized"
     status, pulled, _ = _call(http.app, _scope("/v1/files", token, None), chunks=100)
     assert status == 401 and pulled == 0
+    status, pulled, _ = _call(http.app, _scope("/dashboard/api/jobs", token, 100 * 1024 * 1024), chunks=100)  # no session cookie
+    assert status == 401 and pulled == 0
+
+
+def test_open_paths_and_dashboard_pages_pass_the_gate(team) -> None:
+    _, http, _ = team
+    assert http.get("/healthz").status_code == 200 and http.get("/openapi.json").status_code == 200
+    assert http.get("/", follow_redirects=False).status_code == 303  # the dashboard sends a stranger to its sign-in
+    assert http.get("/no/such/page").status_code == 404
 
 
 def test_upload_limit_is_413_before_or_while_reading(team) -> None:

@@ -12,10 +12,13 @@ Every state-changing dashboard request must also come from the dashboard's own o
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urlsplit
 
-from fastapi import HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 
+from orca.control.auth import Principal
 from orca.errors import AuthError
 from orca.queue.sessions import SessionStore
 
@@ -32,6 +35,21 @@ def session_user(request: Request) -> str | None:
     if not session_id:
         return None
     return sessions(request).user(session_id)
+
+
+def cookie_credential(app: FastAPI) -> Callable[[dict[str, str]], Principal | None]:
+    """The auth gate's credential for ``/dashboard/api/``: the session cookie's user, checked before a body is read."""
+    def resolve(headers: dict[str, str]) -> Principal | None:
+        jar = SimpleCookie()
+        try:
+            jar.load(headers.get("cookie", ""))
+        except CookieError:
+            return None
+        morsel = jar.get(COOKIE)
+        user = app.state.dashboard_sessions.user(morsel.value) if morsel is not None and morsel.value else None
+        return Principal(user, app.state.service.registry.users.is_admin(user)) if user else None
+
+    return resolve
 
 
 def require_session_user(request: Request) -> str:
