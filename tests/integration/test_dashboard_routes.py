@@ -209,5 +209,5 @@ def test_controller_records_the_series_and_downloads_match_the_api(redis_url: st
         for job_id in svc.registry.job_ids():
             for r in svc.registry.replicas(job_id):
                 if r.state.live:
-                    controller.launcher({"launcher": "local"}).terminate(r)
+                    controller.launcher("local").terminate(r)
         svc.close()
