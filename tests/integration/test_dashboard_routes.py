@@ -211,3 +211,18 @@ def test_controller_records_the_series_and_downloads_match_the_api(redis_url: st
                 if r.state.live:
                     controller.launcher("local").terminate(r)
         svc.close()
+
+
+def test_an_admin_sees_every_users_jobs(client: TestClient, service: OrcaService) -> None:
+    _job(service, "batch_alice", "alice")
+    _job(service, "batch_bob", "bob")
+    sign_in(client, service.registry.users.add("root", admin=True))
+    data = client.get("/dashboard/api/jobs").json()
+    assert data["all_users"] is True
+    assert {(r["id"], r["user"]) for r in data["jobs"]} == {("batch_alice", "alice"), ("batch_bob", "bob")}
+    assert client.get("/jobs/batch_alice").status_code == 200
+    client.cookies.clear()
+    sign_in(client, service.registry.create_token("bob"))
+    data = client.get("/dashboard/api/jobs").json()
+    assert data["all_users"] is False and [r["id"] for r in data["jobs"]] == ["batch_bob"]
+

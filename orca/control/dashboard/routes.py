@@ -2,14 +2,15 @@
 
 Pages (sign-in needed, else a redirect to ``/login``):
 
-    GET  /                 jobs page (?status= filter)
+    GET  /                 jobs page (?status= filter; every user's jobs for an admin)
     GET  /jobs/{id}        job page (404 page for a job that is not yours)
     GET  /plan             plan page: a JSONL file and a deadline in, the plan table out, then submit
     GET  /login, POST /login (form: token), POST /logout
 
 JSON for the pages' scripts (session cookie; 401 without one; POSTs from this origin only):
 
-    GET  /dashboard/api/jobs?status=            {"now", "jobs": [row]} (the newest dashboard.jobs_shown)
+    GET  /dashboard/api/jobs?status=            {"now", "all_users", "jobs": [row]} (the newest dashboard.jobs_shown;
+                                                every user's, each row with its "user", for an admin)
     GET  /dashboard/api/jobs/{id}?since=T       job, track, pools, replicas, swaps, events, samples after T
     POST /dashboard/api/jobs/{id}/cancel        -> Job
     POST /dashboard/api/jobs/{id}/swap-preview  {"gpu", "market"} -> plan table for the work left
@@ -82,9 +83,15 @@ def to_login(request: Request) -> RedirectResponse:
     return RedirectResponse(f"/login?next={quote(target, safe='/')}", status_code=303, headers=SECURITY_HEADERS)
 
 
-def visible_jobs(svc: OrcaService, user: str) -> list[Job]:
-    """The jobs this user's jobs page lists: their newest own ones, as ``GET /api/jobs`` returns them."""
-    return svc.list_jobs(user, limit=svc.settings.dashboard.jobs_shown)
+def visible_jobs(svc: OrcaService, user: str) -> tuple[list[Job], dict[str, str] | None]:
+    """The jobs this user's jobs page lists, newest first, as ``GET /api/jobs`` returns them: their own,
+    or every user's for an admin (then also job id -> owner)."""
+    limit = svc.settings.dashboard.jobs_shown
+    if not svc.registry.users.is_admin(user):
+        return svc.list_jobs(user, limit=limit), None
+    jobs = svc.list_jobs(user, limit=limit, all_users=True)
+    records = {j.id: svc.registry.find(j.id) for j in jobs}
+    return jobs, {job_id: r.user for job_id, r in records.items() if r is not None}
 
 
 # -- sign-in -----------------------------------------------------------------
@@ -154,8 +161,12 @@ def plan_page(request: Request) -> Response:
 def jobs_data(request: Request, user: User, status: str | None = None) -> dict:
     svc = service(request)
     now = time.time()
-    rows = [views.job_row(j, now, svc.settings.dashboard.at_risk_fraction) for j in visible_jobs(svc, user)]
-    return {"now": now, "jobs": views.filter_rows(rows, status)}
+    jobs, owners = visible_jobs(svc, user)
+    rows = [views.job_row(j, now, svc.settings.dashboard.at_risk_fraction) for j in jobs]
+    if owners is not None:
+        for row in rows:
+            row["user"] = owners.get(row["id"])
+    return {"now": now, "all_users": owners is not None, "jobs": views.filter_rows(rows, status)}
 
 
 @router.get("/dashboard/api/jobs/{job_id}")

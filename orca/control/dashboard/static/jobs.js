@@ -27,7 +27,8 @@
       }
       return el("tr", {"data-job": row.id},
         el("td", {"data-label": "Job"}, el("a", {href: "/jobs/" + encodeURIComponent(row.id), class: "mono"}, row.id),
-          row.model ? el("div", {class: "small muted"}, row.model) : null),
+          row.model ? el("div", {class: "small muted"}, row.model) : null,
+          data.all_users ? el("div", {class: "small muted"}, "user " + row.user) : null),
         el("td", {"data-label": "Status"}, el("span", {class: "badge", "data-status": row.status}, label(row.status))),
         el("td", {"data-label": "Progress"}, bar(row.fraction, "Progress of " + row.id)),
         el("td", {"data-label": "Requests", class: "num"}, requests,
@@ -40,7 +41,8 @@
     });
     const filter = select.value;
     setRows(body, rows, filter ? `No ${label(filter)} jobs.` : "No jobs yet: submit one with `orca submit FILE --deadline 2h` or from the Plan page.");
-    setText("jobs-updated", `${data.jobs.length} job${data.jobs.length === 1 ? "" : "s"} · updated ${clock(data.now)}`);
+    setText("jobs-updated", `${data.jobs.length} job${data.jobs.length === 1 ? "" : "s"}` +
+      (data.all_users ? " of all users (you are an admin)" : "") + ` · updated ${clock(data.now)}`);
   }
 
   async function refresh() {
