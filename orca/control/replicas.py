@@ -22,6 +22,7 @@ Writes happen only inside the job's tick (under its lock); call threads never to
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -141,7 +142,8 @@ class ReplicaCalls:
                 continue
             launcher = self.launchers(replica.launcher)
             copy = dataclasses.replace(replica)
-            self.runner.submit(record.id, replica.replica_id, "poll", replica.rev, lambda: launcher.poll(copy))
+            # partial, not a lambda: a call may run after the loop has moved on to the next replica
+            self.runner.submit(record.id, replica.replica_id, "poll", replica.rev, functools.partial(launcher.poll, copy))
             self._last_poll[replica.replica_id] = now
             busy.add(replica.replica_id)
 
