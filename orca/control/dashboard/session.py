@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request, Response
 
-from orca.control.auth import Principal
+from orca.control.auth import Principal, principal_for_token
 from orca.errors import AuthError
 from orca.queue.sessions import SessionStore
 
@@ -74,9 +74,9 @@ def require_same_origin(request: Request) -> None:
 
 
 def token_user(request: Request, token: str) -> str | None:
-    """The user an API token belongs to (the API's own lookup)."""
-    token = token.strip()
-    return request.app.state.service.registry.user_for_token(token) if token else None
+    """The user an API token belongs to (the API's own lookup, ``principal_for_token``)."""
+    principal = principal_for_token(request.app.state.service, token.strip())
+    return principal.name if principal else None
 
 
 def sign_in(request: Request, response: Response, user: str, token: str) -> None:
