@@ -328,15 +328,18 @@ def test_plan_page_then_submit(pages: Pages, stack: Stack) -> None:
 def test_layout_fits_and_focus_is_visible(pages: Pages, stack: Stack, small_job: str, width: int, height: int) -> None:
     job_id = small_job
     page = pages.signed_in(stack.token, width, height)
+    ARTIFACTS.mkdir(exist_ok=True)
     for path in ("/", f"/jobs/{job_id}", "/plan"):
         page.goto(path)
         page.wait_for_load_state("networkidle")
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at {width}px"
+        if path == "/":
+            expect(page.locator(f"tr[data-job='{job_id}']")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / f"dashboard-jobs-{width}px.png"), full_page=True)
     page.goto(f"/jobs/{job_id}")
     expect(page.locator("#progress-chart canvas")).to_be_visible()
     expect(page.locator("#job-status")).to_have_attribute("data-status", "completed")
-    ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"dashboard-job-{width}px.png"), full_page=True)
     assert page.locator("#n-deadline").inner_text() != "–"  # the chart's numbers beside it
     page.keyboard.press("Tab")  # the skip link, then the first control
