@@ -226,3 +226,23 @@ def test_an_admin_sees_every_users_jobs(client: TestClient, service: OrcaService
     data = client.get("/dashboard/api/jobs").json()
     assert data["all_users"] is False and [r["id"] for r in data["jobs"]] == ["batch_bob"]
 
+
+
+def test_the_gate_takes_the_session_cookie_on_dashboard_paths_only(redis_url: str, tmp_path) -> None:
+    from orca.settings import ControlSettings
+
+    svc = OrcaService.from_settings(Settings(home=tmp_path, redis_url=redis_url, store_url="memory://",
+                                             control=ControlSettings(max_upload_mb=1)), synchronous=True)
+    try:
+        client = TestClient(create_app(svc), follow_redirects=False)
+        sign_in(client, svc.registry.create_token("alice"))
+        assert client.get("/dashboard/api/jobs").status_code == 200
+        assert client.get("/api/jobs").status_code == 401  # the API takes bearer tokens only
+        assert client.get("/v1/batches").status_code == 401
+        big = client.post("/dashboard/api/plan", files={"file": ("b.jsonl", b"x" * (2 * 1024 * 1024))}, data={"deadline": "1h"})
+        assert big.status_code == 413  # the upload limit holds for the dashboard too
+        client.cookies.clear()
+        assert client.post("/dashboard/api/plan", files={"file": ("b.jsonl", b"{}\n")}).status_code == 401
+        assert client.get("/").status_code == 303 and client.get("/dashboard/static/job.js").status_code == 200
+    finally:
+        svc.close()
