@@ -171,7 +171,29 @@ def test_sign_in_with_token_and_log_out(pages: Pages, stack: Stack) -> None:
     assert "/login" in page.url
 
 
-def test_job_page_follows_a_job_to_its_end_and_downloads_match_the_cli(pages: Pages, stack: Stack, tmp_path: Path) -> None:
+def test_cancel_from_the_ui(pages: Pages, stack: Stack) -> None:
+    job = stack.submit(plain_batch(600, "c"))  # over a minute if left alone
+    page = pages.signed_in(stack.token)
+    page.goto(f"/jobs/{job['id']}")
+    page.wait_for_function("() => document.querySelector('#job-progress').value > 0")
+    expect(page.locator("#dl-results")).to_have_text("Download partial results")
+    wait_job(stack, job["id"], lambda j: j["progress"]["chunks_done"] >= 1, "a committed chunk")  # partial results hold it
+    with page.expect_download() as download:
+        page.click("#dl-results")
+    partial = [json.loads(line) for line in Path(download.value.path()).read_bytes().splitlines()]
+    assert 0 < len(partial) < 600 and all(line["custom_id"].startswith("c-") for line in partial)
+    page.click("#cancel-open")
+    expect(page.locator("#cancel-dialog")).to_be_visible()
+    page.click("#cancel-confirm")
+    expect(page.locator("#job-status")).to_have_attribute("data-status", "cancelled")
+    expect(page.locator("#cancel-open")).to_be_disabled()
+    done = wait_job(stack, job["id"], lambda j: j["output_available"], "partial results after cancel")
+    assert done["status"] == "cancelled" and done["request_counts"]["completed"] < 600
+    expect(page.locator("#dl-results")).to_have_attribute("href", f"/dashboard/api/jobs/{job['id']}/results")
+
+
+def test_job_page_follows_a_job_to_its_end_and_downloads_match_the_cli(pages: Pages, stack: Stack, small_job: str,
+                                                                        tmp_path: Path) -> None:
     job = stack.submit(batch(300, 0.2))  # ~8 s on two workers
     page = pages.signed_in(stack.token)
     expect(page.locator(f"tr[data-job='{job['id']}']")).to_be_visible()
@@ -193,12 +215,15 @@ def test_job_page_follows_a_job_to_its_end_and_downloads_match_the_cli(pages: Pa
     expect(page.locator("#pools-body tr").first).to_contain_text("cpu")
     assert page.locator("#progress-chart canvas").count() == 1 and page.locator("#cost-chart canvas").count() == 1
 
-    jobs = page.context.new_page()
+    jobs = page.context.new_page()  # this running job, the small finished one and the cancelled one
     jobs.on("console", lambda m: m.type == "error" and pages.errors.append(f"{jobs.url}: {m.text}"))
     jobs.goto("/")
     expect(jobs.locator(f"tr[data-job='{job['id']}'] .track")).to_have_attribute("data-state", "on_track")
+    expect(jobs.locator(f"tr[data-job='{small_job}'] .badge")).to_have_attribute("data-status", "completed")
+    jobs.screenshot(path=str(ARTIFACTS / "dashboard-jobs.png"), full_page=True)
     jobs.select_option("#status-filter", "completed")
     expect(jobs.locator(f"tr[data-job='{job['id']}']")).to_have_count(0)
+    expect(jobs.locator(f"tr[data-job='{small_job}']")).to_have_count(1)
     assert jobs.url.endswith("?status=completed")
     jobs.select_option("#status-filter", "active")
     expect(jobs.locator(f"tr[data-job='{job['id']}']")).to_have_count(1)
@@ -223,26 +248,6 @@ def test_job_page_follows_a_job_to_its_end_and_downloads_match_the_cli(pages: Pa
     assert len(got.read_bytes().splitlines()) == 300
 
 
-def test_cancel_from_the_ui(pages: Pages, stack: Stack) -> None:
-    job = stack.submit(plain_batch(600, "c"))  # over a minute if left alone
-    page = pages.signed_in(stack.token)
-    page.goto(f"/jobs/{job['id']}")
-    page.wait_for_function("() => document.querySelector('#job-progress').value > 0")
-    expect(page.locator("#dl-results")).to_have_text("Download partial results")
-    with page.expect_download() as download:
-        page.click("#dl-results")
-    partial = [json.loads(line) for line in Path(download.value.path()).read_bytes().splitlines()]
-    assert 0 < len(partial) < 600 and all(line["custom_id"].startswith("c-") for line in partial)
-    page.click("#cancel-open")
-    expect(page.locator("#cancel-dialog")).to_be_visible()
-    page.click("#cancel-confirm")
-    expect(page.locator("#job-status")).to_have_attribute("data-status", "cancelled")
-    expect(page.locator("#cancel-open")).to_be_disabled()
-    done = wait_job(stack, job["id"], lambda j: j["output_available"], "partial results after cancel")
-    assert done["status"] == "cancelled" and done["request_counts"]["completed"] < 600
-    expect(page.locator("#dl-results")).to_have_attribute("href", f"/dashboard/api/jobs/{job['id']}/results")
-
-
 def test_swap_from_the_ui_on_the_local_launcher(pages: Pages, stack: Stack) -> None:
     job = stack.submit(plain_batch(160, "s"))  # 20 s on the slow pool alone; the fast one needs about 1 s
     page = pages.signed_in(stack.token)
@@ -260,14 +265,6 @@ def test_swap_from_the_ui_on_the_local_launcher(pages: Pages, stack: Stack) -> N
     expect(page.locator("#pools-body tr")).to_have_count(2)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-job-swap.png"), full_page=True)  # a running job, mid-swap
-
-    jobs = page.context.new_page()  # the jobs page with this running job and the finished ones before it
-    jobs.on("console", lambda m: m.type == "error" and pages.errors.append(f"{jobs.url}: {m.text}"))
-    jobs.goto("/")
-    expect(jobs.locator(f"tr[data-job='{job['id']}'] .badge")).to_have_attribute("data-status", "in_progress")
-    ARTIFACTS.mkdir(exist_ok=True)
-    jobs.screenshot(path=str(ARTIFACTS / "dashboard-jobs.png"), full_page=True)
-    jobs.close()
 
     expect(page.locator("#swaps li").first).to_have_attribute("data-state", "done")
     expect(page.locator("#job-status")).to_have_attribute("data-status", "completed")
@@ -297,6 +294,8 @@ def test_another_user_gets_404_on_the_job_page(pages: Pages, stack: Stack, small
 def test_plan_page_then_submit(pages: Pages, stack: Stack) -> None:
     page = pages.signed_in(stack.token)
     page.click("nav >> text=Plan")
+    page.wait_for_url("**/plan")
+    page.wait_for_load_state("load")  # plan.js listens for drops once loaded
     dropped = page.evaluate_handle("""text => {
         const dt = new DataTransfer();
         dt.items.add(new File([text], "plan.jsonl", {type: "application/jsonl"}));
