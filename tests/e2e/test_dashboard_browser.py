@@ -323,6 +323,22 @@ def test_plan_page_then_submit(pages: Pages, stack: Stack) -> None:
     expect(page.locator("#n-requests")).to_contain_text("/ 16")
 
 
+def test_a_job_that_failed_validation(pages: Pages, stack: Stack) -> None:
+    bad = plain_batch(3, "v") + b'{"custom_id": "v-0", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
+    job = stack.submit(bad)
+    page = pages.signed_in(stack.token)
+    page.goto(f"/jobs/{job['id']}")
+    expect(page.locator("#job-status")).to_have_attribute("data-status", "failed")
+    expect(page.locator("#job-message")).to_be_visible()
+    expect(page.locator("#dl-results")).to_have_attribute("aria-disabled", "true")
+    expect(page.locator("#dl-errors")).to_have_attribute("aria-disabled", "false")
+    with page.expect_download() as download:
+        page.click("#dl-errors")
+    issues = [json.loads(line) for line in Path(download.value.path()).read_bytes().splitlines()]
+    assert issues and all("message" in issue for issue in issues)
+    expect(page.locator("#pools-body")).to_contain_text("started no workers")
+
+
 @pytest.mark.parametrize("width,height", [(1280, 800), (390, 844)])
 def test_layout_fits_and_focus_is_visible(pages: Pages, stack: Stack, small_job: str, width: int, height: int) -> None:
     job_id = small_job

@@ -158,7 +158,8 @@
       el("td", {class: "mono"}, p.key), el("td", {}, p.gpu), el("td", {}, label(p.market)), el("td", {}, p.region || "–"),
       el("td", {}, el("span", {class: "badge", "data-status": p.state === "active" ? "in_progress" : p.state}, p.state)),
       el("td", {}, counts(p.replicas)), el("td", {class: "num"}, p.chunks_completed), el("td", {class: "num"}, money(p.cost_usd)),
-    )), "No pools yet: the job is being validated and planned.");
+    )), ["validating", "planning"].includes(d.job.status) ? "No pools yet: the job is being validated and planned."
+      : "No pools: this job started no workers.");
     setRows(document.getElementById("replicas-body"), d.replicas.map(r => el("tr", {},
       el("td", {class: "mono"}, r.id), el("td", {}, r.gpu || "–"), el("td", {}, label(r.market) || "–"), el("td", {}, r.region || "–"),
       el("td", {}, r.state), el("td", {class: "num"}, r.chunks_done), el("td", {class: "num"}, money(r.cost_usd)),
