@@ -25,8 +25,9 @@ The rules (work ``W``, done ``w``, remaining ``R = W - w``, time left ``T``, res
    in ``spot_aim`` of the usable time, and is never shrunk while spot is up (except by the tail
    cap in rule 5). New spot replicas go to the usable zone with the fewest (spread: one zone's
    outage takes only its share). A blocked zone keeps its running replicas and launches none.
-   Rates are the pools' measured tokens/s once they run (the plan's estimate before), so a
-   misestimated throughput is corrected at the next decision.
+   Rates are the pools' measured tokens/s once they run; a pool not running yet gets its estimate
+   scaled by how far the measured ones are from theirs, so a misestimated throughput is corrected
+   at the next decision for every market alike.
 2. **Uniform progress.** Expected progress is a straight line from the first spot replica's start
    (the fallback's, for a job without spot) to the safe deadline ``deadline * (1 - safety_margin)``. Behind the line (in-flight chunks counted as
    half done), fallback capacity is added so that spot (discounted by ``preemption_loss``) plus
@@ -126,11 +127,14 @@ def decide(state: RuntimeState, options: Iterable[PoolOption], settings=None) ->
     if remaining <= 0:
         return ScalingDecision(targets, "done")
 
-    def rate_of(o: PoolOption) -> float:
+    def measured(o: PoolOption) -> float | None:
         p = pools.get(o.key)
-        return p.replica_tokens_per_s if p is not None and p.replicas_running and p.replica_tokens_per_s > 0 else o.replica_tokens_per_s
+        return p.replica_tokens_per_s if p is not None and p.replicas_running and p.replica_tokens_per_s > 0 else None
 
-    rates = {o.key: rate_of(o) for o in options}
+    # pools that run are measured; the others get their estimate scaled by how far the measured ones are off
+    seen = [(measured(o), o.replica_tokens_per_s) for o in options if measured(o) and o.replica_tokens_per_s > 0]
+    factor = sum(m for m, _ in seen) / sum(e for _, e in seen) if seen else 1.0
+    rates = {o.key: measured(o) or o.replica_tokens_per_s * factor for o in options}
     time_left = state.deadline_s - state.now_s
     grain = settings.ingest.target_chunk_s
     # the last chunk cannot be split: one chunk's time at the end is not usable for scaling out

@@ -150,6 +150,9 @@ class MemoryJobRegistry:
     def worker_metrics(self, job_id: str, worker_id: str) -> dict[str, str]:
         return dict(self._metrics.get(job_id, {}).get(worker_id, {}))
 
+    def workers_metrics(self, job_id: str, worker_ids: list[str]) -> list[dict[str, str]]:
+        return [self.worker_metrics(job_id, w) for w in worker_ids]
+
     # -- events ---------------------------------------------------------
     def add_event(self, job_id: str, kind: str, message: str, **data: Any) -> None:
         self._push_event(job_id, kind, message, self.clock.time(), **data)

@@ -20,7 +20,8 @@ Everything outside orca that a job meets, and nothing of orca itself:
   ``orca.queue.memory``) at the replica's *true* tokens/s, which the scenario may set apart from
   the catalog's estimate. Time advances by events (allocation, ready, chunk done, notice,
   preemption, crash), never per request. A worker behaves like ``python -m orca.worker --burst``:
-  it exits when nothing is left to claim; drained, it finishes its chunk and exits; it reports
+  it exits when nothing is left to claim (unless its pool is on standby for a swap while other
+  workers hold chunks: then it waits); drained, it finishes its chunk and exits; it reports
   its tokens/s to the registry as a real worker does.
 """
 
@@ -79,6 +80,7 @@ class Machine:
     answer_at: float                    # when the pending launch request is answered
     up_at: float | None = None          # allocated: billing starts
     ready_at: float | None = None       # worker claims from here
+    claim_at: float | None = None       # its next claim attempt (a standby worker retries every worker.idle_poll_s)
     ended_at: float | None = None
     end_state: ReplicaState | None = None
     message: str = ""
@@ -110,7 +112,7 @@ class Machine:
         if self.up_at is None:
             times.append(self.answer_at)
         elif self.lease is None:
-            times.append(self.ready_at if self.ready_at is not None else math.inf)
+            times.append(self.claim_at if self.claim_at is not None else math.inf)
         else:
             times.append(self.chunk_done_at)
         return min(times) if times else math.inf
@@ -135,6 +137,7 @@ class SimCloud:
                  report: Callable[[str, str, dict, float], None], chunk_tokens: Callable[[str, str], float],
                  crash_after_s: float | None = None) -> None:
         self.launcher_settings, self.drain_grace_s = settings.launcher, settings.worker.drain_grace_s
+        self.idle_poll_s = settings.worker.idle_poll_s
         self.clock = clock
         self.t0 = clock.time()
         self.zones = {z.name: z for z in zones}
@@ -282,6 +285,7 @@ class SimCloud:
             warm = t - self._warm.get(m.pool.key, -math.inf) <= self.facts.serverless_warm_s
             startup = self.facts.serverless_warm_start_s if warm else m.profile.startup_s
             m.up_at, m.ready_at = t, t + startup
+            m.claim_at = m.ready_at
             m.budget_end = m.ready_at + self.launcher_settings.serverless_budget_s
             return
         if m.refusing or (market == "spot" and m.zone in self.zones and self._free(self.zones[m.zone], t) <= 0):
@@ -305,6 +309,7 @@ class SimCloud:
             return
         m.message = ""
         m.up_at, m.ready_at = t, t + m.profile.startup_s
+        m.claim_at = m.ready_at
 
     def _claim(self, m: Machine, t: float) -> None:
         if m.draining:
@@ -313,8 +318,15 @@ class SimCloud:
         if m.budget_end is not None and t >= m.budget_end - self.drain_grace_s:
             self._end(m, t, ReplicaState.TERMINATED, "serverless time budget used")
             return
-        leases = self.queues(m.job_id).claim(m.replica_id, m.pool.key, 1)
+        queue = self.queues(m.job_id)
+        leases = queue.claim(m.replica_id, m.pool.key, 1)
         if not leases:
+            counts = queue.counts()
+            if m.pool.key not in queue.draining() and counts.leased and not counts.pending and m.pool.key in queue.standby():
+                # a swap is moving chunks to this pool: wait for them (orca.worker's burst rule)
+                m.claim_at = t + self.idle_poll_s
+                self.report(m.job_id, m.replica_id, {"state": "running", "tokens_per_s": "0"}, t)
+                return
             self._end(m, t, ReplicaState.TERMINATED, "worker finished: nothing left to claim")
             return
         m.lease = leases[0]

@@ -139,3 +139,8 @@ def test_measured_throughput_replaces_the_estimate():
     d_slow = decide(state(t, done, [slow], spot=False), opts, S)
     d_fast = decide(state(t, done, [fast], spot=False), opts, S)
     assert d_slow.targets[OD.key] > d_fast.targets[OD.key]
+    # an option not running yet is judged by the same shortfall: serverless measured at 0.5x is not
+    # traded for an on-demand estimate that would be just as wrong
+    sl_slow = PoolState(SL.key, "serverless", 2, 0, 0.5 * R, SL.price_per_replica_hour)
+    d = decide(state(t, done, [sl_slow], spot=False), OPTS, S)
+    assert d.targets[SL.key] > 2 and d.targets[OD.key] == 0
