@@ -322,8 +322,8 @@ class Controller:
                         self.registry.add_event(record.id, "replica_draining", f"{replica.replica_id}: scaled down")
 
     def _observe(self, record: JobRecord, old: Replica, new: Replica) -> None:
-        """Feed what a launcher call showed (capacity errors, notices, preemptions, a launch that came up or
-        is stuck) into the availability estimate the policy reads."""
+        """Feed what a launcher call showed (capacity errors, notices, preemptions, a launch that came up)
+        into the availability estimate the policy reads."""
         pool = next((p for p in record.pools if p.key == new.pool), None)
         zone = new.zone or (pool.region if pool is not None else None) or ""
         market, now, est = (pool.market if pool is not None else ""), self.clock.time(), self.availability
@@ -334,9 +334,6 @@ class Controller:
             est.preempted(zone, market, now)
         if old.state is ReplicaState.PROVISIONING and new.state in (ReplicaState.STARTING, ReplicaState.RUNNING):
             est.came_up(zone, market, now)
-        elif (new.state is ReplicaState.PROVISIONING and now - new.created_at
-              > self.settings.planner.availability_stuck_factor * self.settings.planner.provision_s):
-            est.stuck(zone, market, now)
 
     def _policy_targets(self, record: JobRecord, replicas: list[Replica], counts: QueueCounts) -> dict[str, int]:
         """The runtime policy's replica target per pool key (empty for local-only jobs)."""
@@ -352,6 +349,11 @@ class Controller:
                               price_per_replica_hour=o["price_per_replica_hour"], startup_s=o.get("startup_s", 0.0),
                               max_replicas=int(o.get("max_replicas") or option_cap(o["market"], self.settings)),
                               zone=o.get("region") or "") for o in record.options]
+        stuck_s = self.settings.planner.availability_stuck_factor * self.settings.planner.provision_s
+        for pool in cloud:  # a launch provisioning far longer than it should: its zone counts as failing
+            if any(r.pool == pool.key and r.state is ReplicaState.PROVISIONING and now - r.created_at > stuck_s
+                   for r in replicas):
+                self.availability.stuck(pool.region or "", pool.market, now)
         blocked = frozenset(o.key for o in options if not self.availability.usable(o.zone, o.market, now))
         measured = self._measured_tokens_per_s(record.id)
         states = []

@@ -74,3 +74,21 @@ def test_spot_moves_to_the_zone_that_has_capacity():
     assert r.met and r.cost_by_market.get("on_demand", 0.0) == 0.0
     up = [x for x in r.replicas if x.started_at is not None and x.pool == z2["key"]]
     assert up and all(x.zone == "z2" for x in up)
+
+
+def test_a_launch_that_hangs_counts_as_a_failing_zone():
+    # z1's API never answers within the run (no capacity error either): after availability_stuck_factor x
+    # provision_s of provisioning the zone is avoided and spot goes to z2
+    from orca.sim.cloud import CloudFacts
+
+    z2 = option("spot", 0.4, 300, R, 2, region="z2")
+    sc = scenario([constant_zone("z1", False), constant_zone("z2", True)], (SPOT, z2, OD, SL),
+                  facts=CloudFacts(capacity_error_s=20 * 3600))
+    r = simulate(sc, settings=S)
+    assert r.met and r.stats.capacity_errors == 0
+    stuck_s = S.planner.availability_stuck_factor * S.planner.provision_s
+    z1 = [x for x in r.replicas if x.pool == SPOT["key"]]
+    # z1's hanging launches were given up once stuck (never billed); spot ran in z2 instead
+    assert z1 and all(not x.state.live and x.started_at is None for x in z1)
+    assert min(x.ended_at for x in z1) - 1_700_000_000 >= stuck_s
+    assert sum(1 for x in r.replicas if x.pool == z2["key"] and x.started_at is not None) >= 2
