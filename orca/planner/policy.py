@@ -35,9 +35,11 @@ The rules (work ``W``, done ``w``, remaining ``R = W - w``, time left ``T``, res
 3. **Fallback market.** Among ``serverless`` and ``on_demand`` (``local`` for local jobs), the one
    with the lowest cost per token once its start-up time is paid for over the usable window;
    serverless starts in about a minute, so it wins for short bursts and late in a job.
-4. **Hysteresis and order of release.** Fallback is released only when progress is ahead of the
-   line by two fallback start-ups, or when running spot alone exceeds the needed rate by
-   ``scale_down_hysteresis``; serverless is dropped first, on-demand after.
+4. **Hysteresis and order of release.** Fallback is released only when spot runs and progress is
+   ahead of the line by two fallback start-ups (or two chunks), or when running spot alone exceeds
+   the needed rate by ``scale_down_hysteresis``; serverless is dropped first, on-demand after.
+   Without spot running, being ahead does not release it: it would only be started again (its
+   start-up paid again) once the line catches up.
 5. **Safety net.** The usable time ends one chunk (``ingest.target_chunk_s``) before the safe
    deadline: the last chunk cannot be split. Once the time left is within two fallback start-ups of what the fallback pool
    at its full size (``max_replicas``) needs for ``R`` -- Can't Be Late's ``remaining time <=
@@ -194,7 +196,7 @@ def decide(state: RuntimeState, options: Iterable[PoolOption], settings=None) ->
                 add = math.ceil(deficit / fb_rate1 - 1e-9)
                 n_fb[fb.market] = min(fb.max_replicas, n_fb[fb.market] + add)
                 reasons.append(f"{'safety net' if safety else 'behind'}: +{n_fb[fb.market] - cur[fb.market]} {fb.market}")
-        elif ahead or spot_running_rate >= need_rate * (1.0 + ps.scale_down_hysteresis):
+        elif (ahead and spot_running_rate > 0) or spot_running_rate >= need_rate * (1.0 + ps.scale_down_hysteresis):
             for m in _DROP_ORDER:
                 if n_fb.get(m, 0) > 0:
                     n_fb[m] = 0

@@ -57,9 +57,13 @@ def test_hysteresis_keeps_fallback_until_clearly_ahead():
     pools = [pool(SL, 3)]
     d = decide(state(t, on_line - 3 * R * S.ingest.target_chunk_s / 2 + 1, pools, spot=False), OPTS, S)
     assert d.targets["sl-pool"] == 3
-    # clearly ahead -> released
-    d = decide(state(t, on_line + 0.1 * WORK, pools, spot=False), OPTS, S)
+    # clearly ahead while spot runs -> released
+    d = decide(state(t, on_line + 0.1 * WORK, pools + [pool(SPOT, 1)]), OPTS, S)
     assert d.targets["sl-pool"] == 0
+    # clearly ahead with no spot running: the fallback is all the progress there is; released now it would
+    # only be started again (and its start-up paid again) once the line catches up
+    d = decide(state(t, on_line + 0.1 * WORK, pools, spot=False), OPTS, S)
+    assert d.targets["sl-pool"] == 3
 
 
 def test_serverless_is_dropped_before_on_demand():
