@@ -258,6 +258,9 @@ class SimCloud:
             self.stats.crashes += 1
             self._end(m, t, ReplicaState.FAILED, "worker exited with code 1 (simulated crash)")
         elif m.budget_end is not None and t >= m.budget_end:
+            if m.lease is not None and m.chunk_done_at is not None and m.chunk_done_at <= t:
+                self._commit(m, t)  # finished right at the budget: committed, then the worker stops
+                return
             if m.lease is not None:  # what the worker could not finish within its budget goes back, uncharged
                 try:
                     self.queues(m.job_id).release(m.lease)
