@@ -177,16 +177,24 @@ def plan_cmd(
 
     deadline_s = _deadline_s(deadline)
     stats = local_stats(file, model)
+    from dataclasses import replace
+
+    from orca.sim.quote import quote, quote_line
+
     plans = plan_for_stats(stats, deadline_s, model=model, markets=tuple(market) if market else None,
                            gpus=(gpu,) if gpu else (), settings=get_settings())
+    q = quote(plans, replace(stats, model=model) if model else stats, deadline_s, get_settings())
     if json_out:
         _print_json({"object": "list", "data": [plan_to_dict(p) for p in plans], "n_requests": stats.n_requests,
                      "est_prompt_tokens": stats.prompt_tokens, "est_output_tokens": stats.max_output_tokens,
-                     "model": model or stats.model, "deadline_s": deadline_s})
+                     "model": model or stats.model, "deadline_s": deadline_s,
+                     "quote": q.to_dict() if q is not None else None})
         return
     typer.echo(f"{stats.n_requests} requests to {model or stats.model} ({stats.endpoint}), "
                f"~{stats.prompt_tokens:,} prompt + {stats.max_output_tokens:,} output tokens; deadline {deadline}")
     typer.echo(plans_table(plans))
+    if q is not None:
+        typer.echo(f"quote for the first plan: {quote_line(q)}")
 
 
 @_command("submit")
@@ -229,6 +237,8 @@ def submit_cmd(
 
             plan_for_stats(stats, deadline_s, model=model, markets=("local",), gpus=(gpu,) if gpu else (),
                            max_replicas=settings.launcher.local_max_workers, settings=settings)
+        elif not json_out and not wait:  # with --wait the server's quote is shown once it has planned
+            _err(f"orca: {_local_quote(stats, deadline_s, model, gpu, market, settings)}")
     client = make_client(start=True)
     handle = client.submit(file, deadline=deadline, model=model, launcher=launcher, gpu=gpu, markets=market,
                            metadata=meta, allow_multiple_models=allow_multiple_models)
@@ -245,6 +255,23 @@ def submit_cmd(
     _wait_and_report(client, job.id, output, json_out, on_update=None if json_out else _announce_plan())
 
 
+def _local_quote(stats, deadline_s: float, model: str | None, gpu: str | None, market: list[str] | None, settings) -> str:
+    """The deadline quote for the plan a cloud launcher would get, computed here before uploading."""
+    from dataclasses import replace
+
+    from orca.errors import PlanInfeasibleError
+    from orca.planner.render import plan_for_stats
+    from orca.sim.quote import quote, quote_line
+
+    try:
+        plans = plan_for_stats(stats, deadline_s, model=model, markets=tuple(market) if market else None,
+                               gpus=(gpu,) if gpu else (), settings=settings)
+    except PlanInfeasibleError as exc:
+        return f"no quote: {exc}"
+    q = quote(plans, replace(stats, model=model) if model else stats, deadline_s, settings)
+    return f"quote: {quote_line(q)}" if q is not None else "no quote for a local plan"
+
+
 def _announce_plan() -> Callable[["Job"], None]:
     """An ``on_update`` hook that prints the job's plan once the planner has chosen it."""
     shown = False
@@ -258,6 +285,10 @@ def _announce_plan() -> Callable[["Job"], None]:
 
             shown = True
             tqdm.write(f"orca: plan: {plan_text(job.plan)}", file=sys.stderr)
+            if job.quote is not None:
+                from orca.cli_format import quote_text
+
+                tqdm.write(f"orca: quote: {quote_text(job)}", file=sys.stderr)
 
     return on_update
 

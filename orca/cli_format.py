@@ -64,6 +64,19 @@ def plan_text(pl: Any) -> str:
             + f", ETA {format_duration(pl.expected_finish_s)}, ${pl.expected_cost_usd:,.2f}")
 
 
+def quote_text(job: Job) -> str:
+    """The deadline quote made at planning, with the actual figures beside it once the job has ended."""
+    q = job.quote
+    text = (f"expected ${q.expected_cost_usd:,.2f}, P(deadline met) {q.p_deadline_met:.2f} "
+            f"({q.runs} simulated runs)")
+    if job.status.terminal:
+        end = job.completed_at or job.failed_at or job.cancelled_at or job.expired_at
+        met = job.completed_at is not None and job.completed_at <= job.deadline_at
+        text += f"; actual ${job.cost_usd:,.2f}, deadline {'met' if met else 'missed'}" + (
+            f" ({format_duration(end - job.created_at)})" if end else "")
+    return text
+
+
 def job_detail(job: Job, now: float | None = None) -> str:
     """The `orca status JOB` view: status, progress, ETA, deadline, cost, plan, pools, swaps."""
     now = time.time() if now is None else now
@@ -86,6 +99,8 @@ def job_detail(job: Job, now: float | None = None) -> str:
                                 "(committed requests)"))
     if job.plan is not None:
         lines.append(("plan", plan_text(job.plan)))
+    if job.quote is not None:
+        lines.append(("quote", quote_text(job)))
     if job.message:
         lines.append(("message", job.message))
     if job.validation_error_count:

@@ -102,6 +102,9 @@ class Replica:
     call: str = ""               # launcher call in flight (launch | drain | terminate), made by controller call_by at call_at
     call_by: str = ""
     call_at: float = 0.0
+    zone: str = ""               # where it runs or is being placed, when the launcher knows (else the pool's region)
+    capacity_errors: int = 0     # launch attempts the cloud refused for lack of capacity (the availability estimate reads them)
+    notice_at: float | None = None  # when the cloud announced its preemption (AWS 2 min, GCP 30 s ahead)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -102,6 +102,13 @@ class PlannerSettings(BaseModel):
     serverless_max_replicas: int = Field(16, description="Concurrent serverless replicas: providers' default GPU concurrency quotas.")
     spot_aim: float = Field(0.5, description="Spot pools are sized to finish the remaining work in this fraction of the remaining time; the rest is slack for outages.")
     scale_down_hysteresis: float = Field(0.25, description="Fallback replicas are dropped only while the rest keeps this much spare rate, so pools do not flap.")
+    availability_backoff_s: float = Field(120.0, description="A zone/market that gave a capacity error or a preemption is avoided this long before it is probed again (doubles per further failure): spot outages last minutes to hours.")
+    availability_backoff_max_s: float = Field(1800.0, description="Longest wait before re-probing a failing zone: a returning zone is found within half an hour.")
+    availability_stuck_factor: float = Field(3.0, description="A launch still provisioning after this many times its expected start-up counts as a capacity failure of its zone.")
+    quote_runs: int = Field(8, description="Simulated runs behind a deadline quote (orca plan/submit): one per bundled-trace window, a few hundred ms in all.")
+    quote_max_ticks: int = Field(150, description="Controller ticks per quoted run at most (the tick grows with the deadline): keeps a quote fast for day-long jobs.")
+    quote_max_chunks: int = Field(200, description="Chunks per quoted run at most (bigger chunks for big jobs): the simulated workers' events stay few.")
+    spot_zones: int = Field(3, description="Spot zones (regions) a job's runtime policy may spread spot replicas over: one zone's outage then takes a third of them.")
 
 
 class ControlSettings(BaseModel):

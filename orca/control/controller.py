@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from orca.clock import SYSTEM_CLOCK, Clock
 from orca.control.calls import CallRunner, ThreadCalls
 from orca.control.pools import Launchers, pool_for_plan
 from orca.control.progress_series import ProgressSampler
@@ -47,6 +48,7 @@ from orca.errors import JobStateError, OrcaError, QueueUnavailableError
 from orca.fleet import Pool, PoolPhase, Replica, ReplicaState, WorkerEnv
 from orca.launchers.base import Launcher
 from orca.models import JobStatus
+from orca.planner.availability import AvailabilityEstimator
 from orca.queue.jobs import JobRecord
 from orca.queue.types import QueueCounts
 
@@ -68,23 +70,30 @@ class TickReport:
 class Controller:
     def __init__(self, service: OrcaService, controller_id: str | None = None,
                  launchers: dict[str, Launcher] | None = None, calls: CallRunner | None = None,
-                 on_tick: Callable[[TickReport], None] | None = None) -> None:
+                 on_tick: Callable[[TickReport], None] | None = None, *, clock: Clock = SYSTEM_CLOCK,
+                 policy: Callable | None = None, samples: ProgressSampler | None = None) -> None:
         """``launchers``: launcher name -> instance to use instead of the configured one (tests, benchmarks);
         ``calls``: where launcher calls run (default: a bounded thread pool; ``InlineCalls`` for
-        deterministic simulations); ``on_tick``: called with each tick's report."""
+        deterministic simulations); ``on_tick``: called with each tick's report. The simulated cloud
+        (``orca.sim``) also injects ``clock`` (every time read of the control loop), ``policy``
+        (``decide``'s signature) and ``samples`` (the dashboard's chart sampler)."""
         self.svc = service
         self.settings = service.settings
         self.registry = service.registry
         self.id = controller_id or f"ctl-{uuid.uuid4().hex[:8]}"
+        self.clock = clock
+        self.policy = policy
+        self.availability = AvailabilityEstimator.from_settings(self.settings)
         self.launcher = Launchers(self.settings, self.registry, overrides=launchers)
         self.calls = calls or ThreadCalls(self.settings.control)
-        self.replicas = ReplicaCalls(self.id, self.settings, self.registry, self.launcher, self.calls, service.queue)
+        self.replicas = ReplicaCalls(self.id, self.settings, self.registry, self.launcher, self.calls, service.queue,
+                                     clock=clock.time, monotonic=clock.monotonic, observe=self._observe)
         self.on_tick = on_tick
         self._last_reap: dict[str, float] = {}
         self._settled: set[str] = set()
         self._live_controllers: set[str] = {self.id}
         self.retention = Retention(service)  # deletes expired files every retention.every_s
-        self._samples = ProgressSampler(service)  # the dashboard's progress/cost charts
+        self._samples = samples or ProgressSampler(service)  # the dashboard's progress/cost charts
 
     # -- loop -----------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -105,7 +114,7 @@ class Controller:
 
     def tick(self) -> TickReport:
         """One pass over every unsettled job (in random order, so two controllers share the work)."""
-        report = TickReport(controller=self.id, started=time.time())
+        report = TickReport(controller=self.id, started=self.clock.time())
         started = time.monotonic()
         self.registry.heartbeat(self.id, report.started)
         self._live_controllers = self.registry.controllers(report.started - self.settings.control.controller_ttl_s) | {self.id}
@@ -159,18 +168,21 @@ class Controller:
             log.warning("job %s: could not record its failed tick: %s", record.id, inner)
 
     def _to(self, record: JobRecord, target: JobStatus, message: str = "", **fields) -> JobRecord:
-        return move(self.registry, record.id, target, message, message=message or None, **fields)
+        return move(self.registry, record.id, target, message, message=message or None, now=self.clock.time(), **fields)
+
+    def _swaps(self) -> SwapManager:
+        return SwapManager(self.settings, self.registry, clock=self.clock.time, queues=self.svc.queue)
 
     def _step(self, name: str, func: str, job_id: str) -> None:
         self.svc.background.submit(f"{name}-{job_id}", f"orca.control.tasks.{func}", self.svc._settings_json(), job_id)
 
     # -- one job --------------------------------------------------------
     def tick_job(self, record: JobRecord) -> None:
-        now = time.time()
+        now = self.clock.time()
         status = record.status
         replicas = self.replicas.follow(record, self._live_controllers)
         if status is not S.IN_PROGRESS and SwapManager.active(record) is not None:
-            SwapManager(self.settings, self.registry).tick(record, replicas=replicas)  # closes it
+            self._swaps().tick(record, replicas=replicas)  # closes it
             record = self.registry.get(record.id)
         if status.terminal:
             self._settle(record, replicas)
@@ -192,6 +204,9 @@ class Controller:
         elif status is S.IN_PROGRESS:
             self._run(record, replicas, now)
         self._samples.sample(record, now)
+        # polls go out after the tick has decided: a poll in flight would keep this tick's drains and
+        # teardowns from being submitted (one call per replica at a time)
+        self.replicas.poll_due(record, replicas)
 
     def _assemble(self, record: JobRecord) -> None:
         if self.svc.background.step_status(f"assemble-{record.id}") == "failed":
@@ -234,7 +249,7 @@ class Controller:
                 self.registry.add_event(record.id, "reaped", f"{len(reaped)} expired lease(s) returned to the queue")
         counts = queue.counts()
         if SwapManager.active(record) is not None:
-            SwapManager(self.settings, self.registry).tick(record, queue, replicas)
+            self._swaps().tick(record, queue, replicas)
             record = self.registry.get(record.id)
         if counts.finished:
             self._to(record, S.FINALIZING, f"chunks: {counts.done} done, {counts.dead} dead")
@@ -291,7 +306,8 @@ class Controller:
             if pool.launcher == "local":
                 target = min(target, self.settings.launcher.local_max_workers)
             target = min(target, remaining)
-            working = [r for r in live if r.state is not ReplicaState.DRAINING]
+            # a replica under a preemption notice is leaving: it no longer counts, so its replacement starts now
+            working = [r for r in live if r.state is not ReplicaState.DRAINING and r.notice_at is None]
             # Launch only for chunks nobody holds: a burst worker that found nothing pending has
             # exited on purpose and is not relaunched while other workers hold the chunks. The
             # pool a swap moves to is the exception: its workers stand by (they wait instead of
@@ -305,37 +321,60 @@ class Controller:
                     if self.replicas.act(record, replica, "drain"):
                         self.registry.add_event(record.id, "replica_draining", f"{replica.replica_id}: scaled down")
 
+    def _observe(self, record: JobRecord, old: Replica, new: Replica) -> None:
+        """Feed what a launcher call showed (capacity errors, notices, preemptions, a launch that came up)
+        into the availability estimate the policy reads."""
+        pool = next((p for p in record.pools if p.key == new.pool), None)
+        zone = new.zone or (pool.region if pool is not None else None) or ""
+        market, now, est = (pool.market if pool is not None else ""), self.clock.time(), self.availability
+        for _ in range(new.capacity_errors - old.capacity_errors):
+            est.capacity_error(zone, market, now)
+        if (new.notice_at is not None and old.notice_at is None) or (
+                new.state is ReplicaState.PREEMPTED and old.state is not ReplicaState.PREEMPTED and old.notice_at is None):
+            est.preempted(zone, market, now)
+        if old.state is ReplicaState.PROVISIONING and new.state in (ReplicaState.STARTING, ReplicaState.RUNNING):
+            est.came_up(zone, market, now)
+
     def _policy_targets(self, record: JobRecord, replicas: list[Replica], counts: QueueCounts) -> dict[str, int]:
         """The runtime policy's replica target per pool key (empty for local-only jobs)."""
         cloud = [p for p in record.pools if p.launcher != "local"]
         if not cloud:
             return {}
-        from orca.planner.policy import decide
+        from orca.planner.policy import decide, option_cap
         from orca.planner.types import PoolOption, PoolState, RuntimeState
 
+        now = self.clock.time()
         start = record.in_progress_at or record.created_at
         options = [PoolOption(key=o["key"], market=o["market"], replica_tokens_per_s=o["replica_tokens_per_s"],
                               price_per_replica_hour=o["price_per_replica_hour"], startup_s=o.get("startup_s", 0.0),
-                              max_replicas=self.settings.planner.max_replicas) for o in record.options]
+                              max_replicas=int(o.get("max_replicas") or option_cap(o["market"], self.settings)),
+                              zone=o.get("region") or "") for o in record.options]
+        stuck_s = self.settings.planner.availability_stuck_factor * self.settings.planner.provision_s
+        for pool in cloud:  # a launch provisioning far longer than it should: its zone counts as failing
+            if any(r.pool == pool.key and r.state is ReplicaState.PROVISIONING and now - r.created_at > stuck_s
+                   for r in replicas):
+                self.availability.stuck(pool.region or "", pool.market, now)
+        blocked = frozenset(o.key for o in options if not self.availability.usable(o.zone, o.market, now))
         measured = self._measured_tokens_per_s(record.id)
         states = []
         for pool in cloud:
             mine = [r for r in replicas if r.pool == pool.key]
-            running = [r for r in mine if r.state is ReplicaState.RUNNING]
-            starting = [r for r in mine if r.state in (ReplicaState.PROVISIONING, ReplicaState.STARTING)]
+            staying = [r for r in mine if r.notice_at is None]  # a noticed replica is about to go
+            running = [r for r in staying if r.state is ReplicaState.RUNNING]
+            starting = [r for r in staying if r.state in (ReplicaState.PROVISIONING, ReplicaState.STARTING)]
             rates = [measured[r.replica_id] for r in running if measured.get(r.replica_id)]
             option = next((o for o in record.options if o["key"] == pool.key), record.plan or {})
             states.append(PoolState(
                 key=pool.key, market=pool.market, replicas_running=len(running), replicas_starting=len(starting),
                 replica_tokens_per_s=sum(rates) / len(rates) if rates else float(option.get("replica_tokens_per_s", 1.0)),
                 price_per_replica_hour=pool.price_per_replica_hour,
-                recent_preemptions=sum(1 for r in mine if r.state is ReplicaState.PREEMPTED),
+                recent_preemptions=sum(1 for r in mine if r.state is ReplicaState.PREEMPTED or r.notice_at is not None),
             ))
         work_total = float(max(1, record.est_output_tokens))
         frac = counts.done / counts.total if counts.total else 0.0
-        state = RuntimeState(now_s=time.time() - start, deadline_s=record.deadline_at - start,
-                             work_total=work_total, work_done=work_total * frac, pools=tuple(states))
-        return dict(decide(state, options, self.settings).targets)
+        state = RuntimeState(now_s=now - start, deadline_s=record.deadline_at - start,
+                             work_total=work_total, work_done=work_total * frac, pools=tuple(states), blocked=blocked)
+        return dict((self.policy or decide)(state, options, self.settings).targets)
 
     def _measured_tokens_per_s(self, job_id: str) -> dict[str, float]:
         """Replica id -> completion tokens/s from its latest metrics report."""

@@ -48,7 +48,10 @@ class ReplicaCalls:
 
     def __init__(self, controller_id: str, settings: Settings, registry: Any, launchers: Callable[[str], Any],
                  runner: CallRunner, queue_for: Callable[[str], Any], clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 observe: Callable[[JobRecord, Replica, Replica], None] | None = None) -> None:
+        """``observe(record, old, new)``: told of every replica record a finished call changed (the
+        controller's availability estimate reads capacity errors, notices and preemptions there)."""
         self.id = controller_id
         self.settings = settings
         self.registry = registry
@@ -57,11 +60,12 @@ class ReplicaCalls:
         self.queue_for = queue_for
         self._clock = clock
         self._monotonic = monotonic
+        self._observe = observe
         self._last_poll: dict[str, float] = {}     # replica id -> when this controller last asked for its state
 
     # -- following ---------------------------------------------------------
     def follow(self, record: JobRecord, live_controllers: set[str]) -> list[Replica]:
-        """Write the job's finished calls, take over orphaned ones, ask for due polls; the job's replicas now."""
+        """Write the job's finished calls and take over orphaned ones; the job's replicas now."""
         results = self.runner.collect(record.id)
         replicas = {r.replica_id: r for r in self.registry.replicas(record.id)}
         writes: dict[str, Replica] = {}
@@ -84,9 +88,12 @@ class ReplicaCalls:
                 writes[new.replica_id] = replicas[new.replica_id] = new
                 self._changed(record, replica, new)
         self.registry.put_replicas(list(writes.values()))
-        current = sorted(replicas.values(), key=lambda r: (r.created_at, r.replica_id))
-        self._poll_due(record, current, busy)
-        return current
+        return sorted(replicas.values(), key=lambda r: (r.created_at, r.replica_id))
+
+    def poll_due(self, record: JobRecord, replicas: list[Replica]) -> None:
+        """Ask for the state of the job's replicas whose poll is due (call it after the tick has acted, so a
+        poll never holds back a drain or teardown decided in the same tick)."""
+        self._poll_due(record, replicas, self.runner.busy(record.id))
 
     def _outcome(self, stored: Replica, result: CallResult) -> Replica:
         if result.error is None and result.replica is not None:
@@ -114,6 +121,8 @@ class ReplicaCalls:
 
     def _changed(self, record: JobRecord, old: Replica, new: Replica) -> None:
         """Events, failure count and reclaim for a replica that changed state."""
+        if self._observe is not None:
+            self._observe(record, old, new)
         if new.state is ReplicaState.FAILED and old.state is not ReplicaState.FAILED:
             record.replica_failures += 1
             self.registry.update(record.id, replica_failures=record.replica_failures)

@@ -96,6 +96,14 @@ class SwapOut(BaseModel):
     finished_at: float | None = None
 
 
+class QuoteOut(BaseModel):
+    """The deadline quote made when the job was planned (simulated runs of its plan over bundled spot traces)."""
+
+    expected_cost_usd: float
+    p_deadline_met: float
+    runs: int
+
+
 class Job(BaseModel):
     id: str
     object: str = "orca.job"
@@ -118,6 +126,7 @@ class Job(BaseModel):
     cost_usd: float = 0.0
     projected_cost_usd: float | None = None
     plan: PlanOut | None = None
+    quote: QuoteOut | None = None
     pools: list[PoolOut] = Field(default_factory=list)
     swaps: list[SwapOut] = Field(default_factory=list)
     validation_errors: list[ValidationIssue] = Field(default_factory=list)

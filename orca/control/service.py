@@ -21,7 +21,7 @@ from orca.control import lifecycle
 from orca.control.assembly import assemble_into, partial_key
 from orca.control.retention import upload_expires_at
 from orca.control.schemas import (
-    Job, JobCreate, PlanList, PlanOut, PlanRequest, PoolOut, Progress, RequestCounts, SwapOut, SwapRequest, Usage,
+    Job, JobCreate, PlanList, PlanOut, PlanRequest, PoolOut, Progress, QuoteOut, RequestCounts, SwapOut, SwapRequest, Usage,
 )
 from orca.control.swap import SwapManager
 from orca.control.transitions import move
@@ -458,6 +458,7 @@ class OrcaService:
             request_counts=counts, usage=self.usage(record), progress=progress, eta_s=eta, cost_usd=cost,
             projected_cost_usd=lifecycle.projected_cost(cost, eta, live_price) if not record.status.terminal else cost,
             plan=PlanOut.model_validate(record.plan) if record.plan else None,
+            quote=QuoteOut.model_validate(record.quote) if record.quote else None,
             pools=pools, swaps=swaps,
             validation_errors=[ValidationIssue.model_validate(v) for v in record.validation_errors],
             validation_error_count=record.validation_error_count,

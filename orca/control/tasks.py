@@ -79,11 +79,14 @@ def planned_replica_rate(record: JobRecord, settings: Settings) -> Callable[[obj
     return rate
 
 
-def choose_plan(stats, deadline_s: float, record: JobRecord, settings: Settings, n_chunks: int) -> tuple[dict, list[dict]]:
-    """(the cheapest plan that meets the deadline, the cheapest plan of each market the runtime policy may use).
+def choose_plan(stats, deadline_s: float, record: JobRecord, settings: Settings,
+                n_chunks: int) -> tuple[dict, list[dict], dict | None]:
+    """(the cheapest plan that meets the deadline, the options the runtime policy may use: the cheapest plan of
+    each market, of spot one per region up to ``planner.spot_zones``, each with its replica cap, and the
+    deadline quote: expected cost and P(deadline met) from simulated runs, ``orca.sim.quote``).
 
     The local launcher plans over the local market only and runs min(chunks, local_max_workers)
-    replicas: local workers cost nothing, so the fastest finish is also the cheapest.
+    replicas: local workers cost nothing, so the fastest finish is also the cheapest (no quote).
     """
     plans = candidate_plans(stats, deadline_s, record, settings)
     best = plans[0]
@@ -92,11 +95,14 @@ def choose_plan(stats, deadline_s: float, record: JobRecord, settings: Settings,
         from orca.planner.planning import with_replicas
 
         replicas = max(1, min(n_chunks, settings.launcher.local_max_workers))
-        return plan_dict(with_replicas(best, stats, replicas, deadline_s, settings)), []
-    per_market: dict[str, dict] = {}
-    for p in plans:
-        per_market.setdefault(p.market, plan_dict(p))
-    return plan_dict(best), list(per_market.values())
+        return plan_dict(with_replicas(best, stats, replicas, deadline_s, settings)), [], None
+    from orca.planner.policy import options_from_plans
+    from orca.sim.quote import quote
+
+    by_key = {p.key: p for p in plans}
+    options = [{**plan_dict(by_key[o.key]), "max_replicas": o.max_replicas} for o in options_from_plans(plans, settings)]
+    q = quote(plans, stats, deadline_s, settings)
+    return plan_dict(best), options, q.to_dict() if q is not None else None
 
 
 def ingest_job(settings_json: str, job_id: str) -> None:
@@ -145,13 +151,13 @@ def _ingest_and_plan(svc, job_id: str) -> None:
         stats = JobStats(**record.stats)
         deadline_s = max(1.0, record.deadline_at - time.time())
         try:
-            chosen, options = choose_plan(stats, deadline_s, record, settings, record.chunks_total)
+            chosen, options, quote = choose_plan(stats, deadline_s, record, settings, record.chunks_total)
         except PlanInfeasibleError as exc:
             move(reg, job_id, S.FAILED, str(exc), message=f"planning failed: {exc}")
             return
         launcher = record.launcher or settings.control.default_launcher
         move(reg, job_id, S.IN_PROGRESS, f"{chosen['replicas']} x {chosen['gpu']} ({chosen['market']}, {launcher})",
-             kind="planned", plan=chosen, pools=[pool_for_plan(chosen, launcher, settings)], options=options)
+             kind="planned", plan=chosen, pools=[pool_for_plan(chosen, launcher, settings)], options=options, quote=quote)
 
 
 # -- assembly --------------------------------------------------------------

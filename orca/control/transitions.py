@@ -16,14 +16,14 @@ from orca.queue.jobs import JobRecord
 
 
 def move(registry: Any, job_id: str, target: JobStatus, event: str = "", *, message: str | None = None,
-         kind: str | None = None, **fields: Any) -> JobRecord:
+         kind: str | None = None, now: float | None = None, **fields: Any) -> JobRecord:
     """Move ``job_id`` to ``target`` (JobStateError if the lifecycle forbids it); returns the new record.
 
     ``event``: the log line (default "job is <status>"), logged as ``kind`` (default the status).
     ``message``: the job's one-line "why" shown to the user (failed, expired, cancelled); ``fields``:
-    other attributes set in the same transaction.
+    other attributes set in the same transaction. ``now``: the time stamped (default: the registry's clock).
     """
     if message is not None:
         fields["message"] = message
-    return registry.transition(job_id, target, lifecycle.can_transition, stamp=lifecycle.TIMESTAMP_FIELD.get(target),
+    return registry.transition(job_id, target, lifecycle.can_transition, stamp=lifecycle.TIMESTAMP_FIELD.get(target), now=now,
                                event=(kind or target.value, event or message or f"job is {target.value}"), **fields)

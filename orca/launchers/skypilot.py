@@ -10,7 +10,8 @@ Everything goes through the SkyPilot client SDK, whose calls return request ids:
   orca's control plane is gone). It returns at once: PROVISIONING.
 * ``poll`` never blocks on a running launch: it asks ``sky.api_status([request_id])`` and
   reads the result with ``sky.get`` only once the request finished. A
-  ``ResourcesUnavailableError`` (no capacity) tears the half-made cluster down and retries
+  ``ResourcesUnavailableError`` (no capacity) counts on the replica (``capacity_errors``, which
+  the controller's availability estimate reads per zone and market), tears the half-made cluster down and retries
   after ``launch_backoff_s * 2**n`` (capped by ``launch_backoff_max_s``), up to
   ``launch_retries`` times, then FAILED. Any other launch error: teardown, FAILED.
   Once launched, ``sky.status`` gives the cluster state and ``sky.job_status`` the worker's:
@@ -164,7 +165,7 @@ class SkyPilotLauncher(Launcher):
         variables = worker_task_variables(env, pool, replica_id, self.settings)
         replica = Replica(replica_id=replica_id, job_id=env.job_id, pool=pool.key, launcher=self.name,
                           handle=variables["cluster_name"], created_at=now,
-                          price_per_hour=pool.price_per_replica_hour)
+                          price_per_hour=pool.price_per_replica_hour, zone=pool.region or "")
         config = templates.render_config(WORKER_TEMPLATE, **variables)
         secrets = secret_values(env, tuple(variables["secret_names"]), self._environ)
         track = _Track(cluster=replica.handle, config=config, secrets=secrets)
@@ -262,6 +263,7 @@ class SkyPilotLauncher(Launcher):
 
     def _capacity_error(self, replica: Replica, track: _Track, exc: BaseException, now: float) -> None:
         track.capacity_errors += 1
+        replica.capacity_errors += 1  # the controller's availability estimate counts these per zone and market
         try:
             self._teardown(track.cluster)
         except TeardownError as down_exc:

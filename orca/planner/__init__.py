@@ -1,7 +1,7 @@
 """SLO-aware planning (``plan``), the runtime scaling policy (``decide``) and their CLI glue.
 
-Stdlib only at import time, so ``orca plan`` answers fast. The simulator, baselines and offline
-optimum (``orca.planner.simulator``, ``.baselines``, ``.offline``) are imported on demand.
+Stdlib only at import time, so ``orca plan`` answers fast. The baselines and offline optimum
+(``.baselines``, ``.offline``) are imported on demand; the simulated cloud that runs them is ``orca.sim``.
 """
 
 from orca.planner.planning import plan

@@ -1,10 +1,12 @@
-"""Baseline policies the simulator compares orca against, with the same signature as ``decide``.
+"""Baseline policies the simulated cloud (``orca.sim``) compares orca against, with the same signature as ``decide``.
 
 Each treats the job's pool as the single instance of the Can't Be Late paper (NSDI'24): a group of
 ``max_replicas`` replicas of the option (all options of one job share a size), with changeover
 delay ``d`` = the option's start-up time, compute ``C`` = total work, deadline ``D``:
 
 - :func:`on_demand_only`: on-demand from start to end.
+Spot counts as available when the availability estimate does not block it (``RuntimeState.blocked``).
+
 - :func:`greedy`: spot whenever available, otherwise wait; on-demand to the end once
   ``time left <= remaining work / rate + 2d``.
 - :func:`uniform_progress`: spot whenever available; when spot is gone and progress ``cp(t)`` is
@@ -20,7 +22,10 @@ from orca.planner.types import PoolOption, RuntimeState, ScalingDecision
 
 
 def _setup(state: RuntimeState, options: Iterable[PoolOption]):
-    opts = {o.market: o for o in options}
+    """(first option per market, all-zero targets, live replicas per pool): baselines use one spot zone."""
+    opts: dict[str, PoolOption] = {}
+    for o in options:
+        opts.setdefault(o.market, o)
     targets = {p.key: 0 for p in state.pools}
     for o in opts.values():
         targets[o.key] = 0
@@ -49,7 +54,7 @@ def greedy(state: RuntimeState, options: Iterable[PoolOption], settings=None) ->
     if live.get(od.key, 0) or _safety(state, od):
         targets[od.key] = od.max_replicas
         return ScalingDecision(targets, "safety net: on-demand to the end")
-    if state.spot_available:
+    if spot.key not in state.blocked:
         targets[spot.key] = spot.max_replicas
         return ScalingDecision(targets, "spot")
     return ScalingDecision(targets, "wait for spot")
@@ -68,7 +73,7 @@ def uniform_progress(state: RuntimeState, options: Iterable[PoolOption], setting
         if state.work_done < c * (t + 2 * d) / big_d:
             targets[od.key] = od.max_replicas
             return ScalingDecision(targets, "stay on on-demand")
-    if state.spot_available:
+    if spot.key not in state.blocked:
         targets[spot.key] = spot.max_replicas
         return ScalingDecision(targets, "spot")
     if state.work_done < c * t / big_d:

@@ -4,8 +4,8 @@ The job needs ``work_ticks`` ticks of one running replica. At every tick the rep
 market (spot / on-demand / serverless); switching to a market (from idle or another market) costs that
 market's start-up, ``ceil(startup_s / tick_s)`` billed ticks without progress; spot is usable only in
 ticks the trace marks available and a spot replica dies the moment it is not. The DP returns the
-least cost that finishes by the deadline (``inf`` if none). It is a lower bound for the simulator's
-single-replica runs: it never loses work in progress to a preemption (it knows when they come), and it
+least cost that finishes by the deadline (``inf`` if none). It is a lower bound for the simulated
+cloud's single-replica runs: it never loses work in progress to a preemption (it knows when they come), and it
 runs one replica at a time, as in the Can't Be Late paper's model. Pure Python, vectorised over work.
 """
 
@@ -75,7 +75,7 @@ def optimal_cost(
 
 
 def tick_availability(trace, offset_s: float, tick_s: float, ticks: int) -> list[bool]:
-    """Per tick: spot available at its start and not lost during it (what the simulator would let a replica use)."""
+    """Per tick: spot available at its start and not lost during it (what a spot replica could use without being preempted)."""
     return [
         trace.available_at(offset_s + t * tick_s) and trace.next_change(offset_s + t * tick_s, tick_s - 1e-6) is None
         for t in range(ticks)

@@ -7,9 +7,11 @@ Call it once per controller tick (``PlannerSettings.replan_every_s``)::
 - ``state``: :class:`RuntimeState` -- seconds since job start, the deadline (seconds from start),
   total and committed work (output tokens), the job's live pools (:class:`PoolState`, one per
   pool key, ``replicas_running`` processing and ``replicas_starting`` launched but not yet
-  processing) and whether spot capacity can be had right now.
-- ``options``: :class:`PoolOption` per market the job may use (at most one each of ``spot``,
-  ``on_demand``, ``serverless``, ``local``): the pool key, per-replica throughput and price,
+  processing; their measured tokens/s) and ``blocked``: the option keys the availability
+  estimate (:mod:`orca.planner.availability`, fed only by what launchers report) says not to
+  launch in now.
+- ``options``: :class:`PoolOption` per market the job may use (one per spot zone, at most one each
+  of ``on_demand``, ``serverless``, ``local``): the pool key, per-replica throughput and price,
   launch-to-first-chunk time and replica cap. Build them from plans with :func:`options_from_plans`.
 - ``settings``: :class:`orca.settings.Settings` (default: the process settings).
 
@@ -19,9 +21,13 @@ launches or drains to match. Pure and stateless: all hysteresis comes from the t
 
 The rules (work ``W``, done ``w``, remaining ``R = W - w``, time left ``T``, reserve ``T * safety_margin``):
 
-1. **Spot whenever available.** A spot pool is sized to finish ``R`` (inflated by
-   ``preemption_loss``) in ``spot_aim`` of the usable time, and is never shrunk while spot is up
-   (except by the tail cap in rule 5). When spot is gone its target is 0.
+1. **Spot whenever available.** Spot is sized to finish ``R`` (inflated by ``preemption_loss``)
+   in ``spot_aim`` of the usable time, and is never shrunk while spot is up (except by the tail
+   cap in rule 5). New spot replicas go to the usable zone with the fewest (spread: one zone's
+   outage takes only its share). A blocked zone keeps its running replicas and launches none.
+   Rates are the pools' measured tokens/s once they run; a pool not running yet gets its estimate
+   scaled by how far the measured ones are from theirs, so a misestimated throughput is corrected
+   at the next decision for every market alike.
 2. **Uniform progress.** Expected progress is a straight line from the first spot replica's start
    (the fallback's, for a job without spot) to the safe deadline ``deadline * (1 - safety_margin)``. Behind the line (in-flight chunks counted as
    half done), fallback capacity is added so that spot (discounted by ``preemption_loss``) plus
@@ -29,13 +35,16 @@ The rules (work ``W``, done ``w``, remaining ``R = W - w``, time left ``T``, res
 3. **Fallback market.** Among ``serverless`` and ``on_demand`` (``local`` for local jobs), the one
    with the lowest cost per token once its start-up time is paid for over the usable window;
    serverless starts in about a minute, so it wins for short bursts and late in a job.
-4. **Hysteresis and order of release.** Fallback is released only when progress is ahead of the
-   line by two fallback start-ups, or when running spot alone exceeds the needed rate by
-   ``scale_down_hysteresis``; serverless is dropped first, on-demand after.
-5. **Safety net.** Once the time left is within two fallback start-ups of what the fallback pool
+4. **Hysteresis and order of release.** Fallback is released only when spot runs and progress is
+   ahead of the line by two fallback start-ups (or two chunks), or when running spot alone exceeds
+   the needed rate by ``scale_down_hysteresis``; serverless is dropped first, on-demand after.
+   Without spot running, being ahead does not release it: it would only be started again (its
+   start-up paid again) once the line catches up.
+5. **Safety net.** The usable time ends one chunk (``ingest.target_chunk_s``) before the safe
+   deadline: the last chunk cannot be split. Once the time left is within two fallback start-ups of what the fallback pool
    at its full size (``max_replicas``) needs for ``R`` -- Can't Be Late's ``remaining time <=
    remaining work + 2d`` with the pool as the instance -- spot no longer counts: guaranteed capacity alone must finish ``R``, and it is
-   never released. No pool keeps more replicas than the remaining work can keep busy
+   never released; running spot replicas stay, no new ones start (they could not pay back their start-up). No pool keeps more replicas than the remaining work can keep busy
    (one chunk, ``ingest.target_chunk_s``, each).
 """
 
@@ -58,89 +67,136 @@ def _settings(settings):
     return settings
 
 
+def option_cap(market: str, settings=None) -> int:
+    """Most replicas the runtime policy may run in one pool of ``market``."""
+    settings = _settings(settings)
+    ps = settings.planner
+    caps = {"serverless": ps.serverless_max_replicas, "local": settings.launcher.local_max_workers}
+    return min(ps.max_replicas, caps.get(market, ps.max_replicas))
+
+
 def _live(pool: PoolState | None) -> int:
     return 0 if pool is None else pool.replicas_running + pool.replicas_starting
 
 
-def _fallback(options: dict[str, PoolOption], usable_s: float) -> PoolOption | None:
+def _fallback(options: dict[str, PoolOption], rates: dict[str, float], usable_s: float) -> PoolOption | None:
     """Cheapest guaranteed option per token, start-up amortised over the usable window."""
     best, best_cost = None, math.inf
     for market in FALLBACK_MARKETS:
         o = options.get(market)
-        if o is None or o.max_replicas <= 0 or o.replica_tokens_per_s <= 0:
+        if o is None or o.max_replicas <= 0 or rates[o.key] <= 0:
             continue
         window = usable_s - o.startup_s
         if window <= 0:
             cost = 1e12 + o.startup_s  # cannot start in time: only as a last resort, fastest first
         else:
-            cost = o.price_per_replica_hour / o.replica_tokens_per_s * (1.0 + o.startup_s / window)
+            cost = o.price_per_replica_hour / rates[o.key] * (1.0 + o.startup_s / window)
         if cost < best_cost:
             best, best_cost = o, cost
     return best
+
+
+def _spread(total: int, spots: list[PoolOption], live: dict[str, int], kept: dict[str, int], blocked: frozenset[str]) -> dict[str, int]:
+    """``total`` spot replicas over the zones: blocked zones keep ``kept``, the rest fill the emptiest usable zone first."""
+    out = {o.key: (kept[o.key] if o.key in blocked else live[o.key]) for o in spots}
+    usable = [o for o in spots if o.key not in blocked]
+    while sum(out.values()) < total and usable:
+        room = [o for o in usable if out[o.key] < o.max_replicas]
+        if not room:
+            break
+        pick = min(room, key=lambda o: out[o.key])  # ties: the earlier (cheaper) zone
+        out[pick.key] += 1
+    excess = sum(out.values()) - total
+    for o in sorted(usable, key=lambda o: -out[o.key]):
+        cut = min(excess, out[o.key])
+        out[o.key] -= cut
+        excess -= cut
+    return out
 
 
 def decide(state: RuntimeState, options: Iterable[PoolOption], settings=None) -> ScalingDecision:
     """Desired replicas per pool for this tick (see the module docstring for the rules)."""
     settings = _settings(settings)
     ps = settings.planner
-    opts = {o.market: o for o in options}
+    options = tuple(options)
+    spots = [o for o in options if o.market == "spot" and o.max_replicas > 0]
+    opts = {o.market: o for o in options if o.market != "spot"}
     pools = {p.key: p for p in state.pools}
     targets = {p.key: 0 for p in state.pools}
-    for o in opts.values():
+    for o in options:
         targets[o.key] = 0
     remaining = state.work_total - state.work_done
     if remaining <= 0:
         return ScalingDecision(targets, "done")
 
+    def measured(o: PoolOption) -> float | None:
+        p = pools.get(o.key)
+        return p.replica_tokens_per_s if p is not None and p.replicas_running and p.replica_tokens_per_s > 0 else None
+
+    # pools that run are measured; the others get their estimate scaled by how far the measured ones are off
+    seen = [(measured(o), o.replica_tokens_per_s) for o in options if measured(o) and o.replica_tokens_per_s > 0]
+    factor = sum(m for m, _ in seen) / sum(e for _, e in seen) if seen else 1.0
+    rates = {o.key: measured(o) or o.replica_tokens_per_s * factor for o in options}
     time_left = state.deadline_s - state.now_s
-    usable = time_left * (1.0 - ps.safety_margin)
     grain = settings.ingest.target_chunk_s
+    # the last chunk cannot be split: one chunk's time at the end is not usable for scaling out
+    usable = time_left * (1.0 - ps.safety_margin) - grain
     cur = {m: _live(pools.get(o.key)) for m, o in opts.items()}
     running = {m: (pools[o.key].replicas_running if o.key in pools else 0) for m, o in opts.items()}
     reasons: list[str] = []
 
-    # 1. spot whenever available
-    spot = opts.get("spot")
-    n_spot = 0
-    if spot is not None and state.spot_available and spot.max_replicas > 0:
-        horizon = ps.spot_aim * (usable - spot.startup_s)
-        want = cur["spot"]
+    # 1. spot whenever available, spread over the usable zones
+    spot_live = {o.key: _live(pools.get(o.key)) for o in spots}
+    spot_run = {o.key: (pools[o.key].replicas_running if o.key in pools else 0) for o in spots}
+    open_zones = [o for o in spots if o.key not in state.blocked]
+    kept = sum(spot_run[o.key] for o in spots if o.key in state.blocked)
+    spot_rate1 = sum(rates[o.key] for o in spots) / len(spots) if spots else 0.0
+    fb = _fallback(opts, rates, usable)
+    late = fb is not None and usable <= remaining / (fb.max_replicas * rates[fb.key]) + 2 * fb.startup_s
+    n_spot = kept
+    if late:  # rule 5: guaranteed capacity finishes the job; running spot stays, none is started
+        n_spot = kept + sum(spot_run[o.key] for o in open_zones)
+        spot_live = spot_run
+    elif open_zones:
+        live_open = sum(spot_live[o.key] for o in open_zones)
+        horizon = ps.spot_aim * (usable - open_zones[0].startup_s)
+        want = live_open + kept
         if horizon > grain:
-            want = math.ceil(remaining * (1.0 + ps.preemption_loss) / (spot.replica_tokens_per_s * horizon))
-        n_spot = min(spot.max_replicas, max(cur["spot"], want))
-    spot_rate = n_spot * spot.replica_tokens_per_s * (1.0 - ps.preemption_loss) if spot else 0.0
-    spot_running_rate = (min(running.get("spot", 0), n_spot) * spot.replica_tokens_per_s * (1.0 - ps.preemption_loss)) if spot else 0.0
+            want = math.ceil(remaining * (1.0 + ps.preemption_loss) / (spot_rate1 * horizon))
+        n_spot = min(kept + sum(o.max_replicas for o in open_zones), max(live_open + kept, want))
+    elif spots and kept == 0:
+        reasons.append("spot blocked in every zone")
+    spot_rate = n_spot * spot_rate1 * (1.0 - ps.preemption_loss)
+    spot_running_rate = min(sum(spot_run.values()), n_spot) * spot_rate1 * (1.0 - ps.preemption_loss)
 
     # 2./3. uniform progress line and the fallback market
-    fb = _fallback(opts, usable)
     n_fb = {m: cur[m] for m in FALLBACK_MARKETS if m in opts}
     safety = False
     if fb is not None:
-        first_start = spot.startup_s if spot is not None else fb.startup_s
+        fb_rate1 = rates[fb.key]
+        first_start = spots[0].startup_s if spots else fb.startup_s
         safe_deadline = state.deadline_s * (1.0 - ps.safety_margin)
         span = max(1.0, safe_deadline - first_start)
 
         def expected(t: float) -> float:
             return state.work_total * min(1.0, max(0.0, (t - first_start) / span))
 
-        in_flight = sum(
-            pools[o.key].replicas_running * o.replica_tokens_per_s * grain / 2 for o in opts.values() if o.key in pools
-        )
+        in_flight = sum(p.replicas_running * p.replica_tokens_per_s * grain / 2 for p in state.pools)
         done = state.work_done + min(in_flight, remaining)
         need_rate = (state.work_total - done) / max(1.0, usable - fb.startup_s)
-        fb_rate = sum(n_fb[m] * opts[m].replica_tokens_per_s for m in n_fb)
-        full_rate = fb.max_replicas * fb.replica_tokens_per_s
+        fb_rate = sum(n_fb[m] * rates[opts[m].key] for m in n_fb)
+        full_rate = fb.max_replicas * fb_rate1
         safety = usable <= remaining / full_rate + 2 * fb.startup_s
         behind = done < expected(state.now_s)
-        ahead = done >= expected(state.now_s + 2 * fb.startup_s)
+        ahead = done >= expected(state.now_s + 2 * max(fb.startup_s, grain))
         counted_spot = 0.0 if safety else spot_rate
         if safety or behind:
             deficit = need_rate - counted_spot - fb_rate
             if deficit > 0:
-                add = math.ceil(deficit / fb.replica_tokens_per_s - 1e-9)
+                add = math.ceil(deficit / fb_rate1 - 1e-9)
                 n_fb[fb.market] = min(fb.max_replicas, n_fb[fb.market] + add)
                 reasons.append(f"{'safety net' if safety else 'behind'}: +{n_fb[fb.market] - cur[fb.market]} {fb.market}")
-        elif ahead or spot_running_rate >= need_rate * (1.0 + ps.scale_down_hysteresis):
+        elif (ahead and spot_running_rate > 0) or spot_running_rate >= need_rate * (1.0 + ps.scale_down_hysteresis):
             for m in _DROP_ORDER:
                 if n_fb.get(m, 0) > 0:
                     n_fb[m] = 0
@@ -152,9 +208,9 @@ def decide(state: RuntimeState, options: Iterable[PoolOption], settings=None) ->
     cap_order = ("spot", *_DROP_ORDER) if safety else (*_DROP_ORDER, "spot")
     total_cap = 0
     for m, n in counts.items():
-        o = opts.get(m)
-        if o is not None and n:
-            total_cap = max(total_cap, math.ceil(remaining / (o.replica_tokens_per_s * grain)))
+        r = spot_rate1 if m == "spot" else (rates[opts[m].key] if m in opts else 0.0)
+        if r and n:
+            total_cap = max(total_cap, math.ceil(remaining / (r * grain)))
     excess = sum(counts.values()) - max(1, total_cap)
     for m in cap_order:
         if excess <= 0:
@@ -167,23 +223,30 @@ def decide(state: RuntimeState, options: Iterable[PoolOption], settings=None) ->
     for m, n in counts.items():
         if m in opts:
             targets[opts[m].key] = n
-    if n_spot and not reasons:
+    if spots:
+        targets.update(_spread(counts["spot"], spots, spot_live, spot_run, state.blocked))
+    if counts["spot"] and not reasons:
         reasons.append("spot")
-    return ScalingDecision(targets, "; ".join(reasons) or ("spot unavailable, on schedule" if spot else "on schedule"))
+    return ScalingDecision(targets, "; ".join(reasons) or ("spot unavailable, on schedule" if spots else "on schedule"))
 
 
 def options_from_plans(plans: Iterable[Plan], settings=None) -> tuple[PoolOption, ...]:
-    """One :class:`PoolOption` per market: the cheapest plan of each (plans are ranked cheapest first)."""
+    """One :class:`PoolOption` per market (the cheapest plan of each; plans are ranked cheapest first),
+    and for spot one per region, up to ``planner.spot_zones`` regions."""
     settings = _settings(settings)
-    ps = settings.planner
-    caps = {"serverless": ps.serverless_max_replicas, "local": settings.launcher.local_max_workers}
     out: dict[str, PoolOption] = {}
+    zones = 0
     for p in plans:
-        if p.market in out:
+        slot = f"spot-{p.region}" if p.market == "spot" else p.market
+        if slot in out:
             continue
-        cap = min(ps.max_replicas, caps.get(p.market, ps.max_replicas))
-        out[p.market] = PoolOption(
+        if p.market == "spot":
+            if zones >= settings.planner.spot_zones:
+                continue
+            zones += 1
+        out[slot] = PoolOption(
             key=p.key, market=p.market, replica_tokens_per_s=p.replica_tokens_per_s,
-            price_per_replica_hour=p.price_per_replica_hour, startup_s=p.startup_s, max_replicas=max(cap, p.replicas),
+            price_per_replica_hour=p.price_per_replica_hour, startup_s=p.startup_s,
+            max_replicas=max(option_cap(p.market, settings), p.replicas), zone=p.region or "",
         )
     return tuple(out.values())

@@ -80,6 +80,7 @@ class PoolOption:
     price_per_replica_hour: float
     startup_s: float             # launch to first chunk
     max_replicas: int
+    zone: str = ""               # region/zone of a spot or on-demand option (one option per spot zone)
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class RuntimeState:
     work_total: float            # output tokens (or any unit) of the whole job
     work_done: float
     pools: tuple[PoolState, ...]
-    spot_available: bool = True
+    blocked: frozenset[str] = frozenset()  # option keys not to launch in now (orca.planner.availability's estimate)
 
 
 @dataclass(frozen=True)

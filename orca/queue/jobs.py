@@ -66,6 +66,7 @@ class JobRecord(BaseModel):
     validation_error_count: int = 0
     output_available: bool = False
     final_counts: dict | None = None
+    quote: dict | None = None      # the deadline quote at planning (orca.sim.quote): expected cost, P(deadline met), runs
     final_usage: dict | None = None  # orca.usage.TokenUsage.to_dict() of the assembled job
     message: str = ""
     rate_t0: float | None = None

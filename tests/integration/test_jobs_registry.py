@@ -13,12 +13,22 @@ from orca.launchers.base import Replica, ReplicaState
 from orca.models import JobStatus as S
 from orca.queue import keys
 from orca.queue.jobs import FileRecord, JobRecord, JobRegistry
+from orca.queue.memory_jobs import MemoryJobRegistry
 from orca.settings import ControlSettings, Settings
 
 
 @pytest.fixture
 def reg(redis_url: str):
     r = JobRegistry(redis_url, Settings(control=ControlSettings(max_events=5)))
+    yield r
+    r.close()
+
+
+@pytest.fixture(params=["redis", "memory"])
+def any_reg(request, redis_url: str):
+    """The registry and its in-memory twin (orca.queue.memory_jobs), for the contract both must keep."""
+    settings = Settings(control=ControlSettings(max_events=5))
+    r = JobRegistry(redis_url, settings) if request.param == "redis" else MemoryJobRegistry(settings)
     yield r
     r.close()
 
@@ -43,7 +53,23 @@ def test_job_round_trip_and_indexes(reg: JobRegistry) -> None:
     assert reg.find("batch_nope") is None
 
 
-def test_update_keeps_other_fields_and_extra_fields_survive(reg: JobRegistry) -> None:
+def test_records_get_find_ids_and_statuses(any_reg) -> None:
+    reg = any_reg
+    reg.create_job(record("batch_2", created=2.0))
+    reg.create_job(record("batch_1", created=1.0))
+    assert reg.get("batch_1") == record("batch_1", created=1.0)
+    assert reg.job_ids() == ["batch_1", "batch_2"]
+    assert reg.statuses() == {"batch_1": S.VALIDATING, "batch_2": S.VALIDATING}
+    with pytest.raises(JobNotFoundError):
+        reg.get("batch_nope")
+    assert reg.find("batch_nope") is None
+    got = reg.get("batch_1")
+    got.metadata["k"] = "changed"  # a read is a copy
+    assert reg.get("batch_1").metadata == {"k": "v"}
+
+
+def test_update_keeps_other_fields_and_extra_fields_survive(any_reg) -> None:
+    reg = any_reg
     reg.create_job(record())
     reg.update("batch_1", n_requests=7, plan={"gpu": "cpu"}, swaps=[{"state": "done"}])
     got = reg.get("batch_1")
@@ -55,7 +81,8 @@ def test_update_keeps_other_fields_and_extra_fields_survive(reg: JobRegistry) ->
         reg.update("batch_nope", n_requests=1)
 
 
-def test_transition_checks_the_table_and_stamps(reg: JobRegistry) -> None:
+def test_transition_checks_the_table_and_stamps(any_reg) -> None:
+    reg = any_reg
     reg.create_job(record())
     got = reg.transition("batch_1", S.PLANNING, lifecycle.can_transition)
     assert got.status is S.PLANNING
@@ -66,6 +93,9 @@ def test_transition_checks_the_table_and_stamps(reg: JobRegistry) -> None:
     assert reg.get("batch_1").status is S.IN_PROGRESS
     with pytest.raises(JobNotFoundError):
         reg.transition("batch_nope", S.PLANNING, lifecycle.can_transition)
+    reg.transition("batch_1", S.FINALIZING, lifecycle.can_transition, stamp="finalizing_at", now=200.0,
+                   event=("finalizing", "all chunks done"))
+    assert reg.events("batch_1")[-1] == {"t": 200.0, "kind": "finalizing", "message": "all chunks done"}
 
 
 def test_concurrent_transitions_exactly_one_wins(reg: JobRegistry, redis_url: str) -> None:
@@ -130,7 +160,8 @@ def test_expired_holder_does_not_release_the_new_holder(reg: JobRegistry, redis_
         other.close()
 
 
-def test_replicas_round_trip(reg: JobRegistry) -> None:
+def test_replicas_round_trip(any_reg) -> None:
+    reg = any_reg
     a = Replica("w-a", "batch_1", "cpu-local", "local", ReplicaState.RUNNING, handle="12:34", created_at=1.0, price_per_hour=0.5)
     b = Replica("w-b", "batch_1", "cpu-local", "local", created_at=2.0)
     reg.put_replica(b)
@@ -141,7 +172,8 @@ def test_replicas_round_trip(reg: JobRegistry) -> None:
     assert reg.replicas("batch_1")[0].state is ReplicaState.FAILED
 
 
-def test_events_are_capped(reg: JobRegistry) -> None:
+def test_events_are_capped(any_reg) -> None:
+    reg = any_reg
     for i in range(8):
         reg.add_event("batch_1", "tick", f"event {i}", n=i)
     events = reg.events("batch_1")

@@ -375,6 +375,10 @@ def test_plan_table_and_json(monkeypatch, valid_file):
     assert first["expected_finish_s"] <= 7200
     costs = [p["expected_cost_usd"] for p in body["data"]]
     assert costs == sorted(costs)
+    # the deadline quote of the first plan: simulated runs over the bundled traces
+    assert lines[-1].startswith("quote for the first plan: expected $") and "P(deadline met)" in lines[-1]
+    q = body["quote"]
+    assert q["runs"] == Settings().planner.quote_runs and 0.0 <= q["p_deadline_met"] <= 1.0 and q["expected_cost_usd"] > 0
 
 
 def test_plan_filters(monkeypatch, valid_file):

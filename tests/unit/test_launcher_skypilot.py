@@ -156,6 +156,7 @@ def test_capacity_error_then_success_tears_down_and_backs_off(rig):
     r = rig.launcher.launch(ENV, POOL, "w-1")
     r = rig.launcher.poll(r)
     assert r.state is ReplicaState.PROVISIONING and "no capacity" in r.message
+    assert r.capacity_errors == 1  # what the controller's availability estimate counts
     assert rig.fake.downs() == 1 and r.handle not in rig.fake.clusters  # the half-made cluster is gone
     rig.clock.t += 29
     rig.launcher.poll(r)
@@ -178,7 +179,7 @@ def test_capacity_errors_exhaust_retries_then_failed_with_cluster_gone(rig):
         waits.append(rig.launcher._tracks["w-1"].retry_at - rig.clock.t)
         rig.clock.t += 1_000
         r = rig.launcher.poll(r)
-    assert r.state is ReplicaState.FAILED and "no capacity after 3 attempts" in r.message
+    assert r.state is ReplicaState.FAILED and "no capacity after 3 attempts" in r.message and r.capacity_errors == 3
     assert waits == [30, 45]  # 30, then 60 capped at 45
     assert r.handle not in rig.fake.clusters and rig.fake.downs() == 3
 

@@ -21,7 +21,8 @@ def pool(o: PoolOption, running: int, starting: int = 0) -> PoolState:
 
 
 def state(now: float, done: float, pools=(), spot=True, deadline=DEADLINE, work=WORK) -> RuntimeState:
-    return RuntimeState(now_s=now, deadline_s=deadline, work_total=work, work_done=done, pools=tuple(pools), spot_available=spot)
+    return RuntimeState(now_s=now, deadline_s=deadline, work_total=work, work_done=done, pools=tuple(pools),
+                        blocked=frozenset() if spot else frozenset({SPOT.key}))
 
 
 def test_start_takes_spot_only():
@@ -56,9 +57,13 @@ def test_hysteresis_keeps_fallback_until_clearly_ahead():
     pools = [pool(SL, 3)]
     d = decide(state(t, on_line - 3 * R * S.ingest.target_chunk_s / 2 + 1, pools, spot=False), OPTS, S)
     assert d.targets["sl-pool"] == 3
-    # clearly ahead -> released
-    d = decide(state(t, on_line + 0.1 * WORK, pools, spot=False), OPTS, S)
+    # clearly ahead while spot runs -> released
+    d = decide(state(t, on_line + 0.1 * WORK, pools + [pool(SPOT, 1)]), OPTS, S)
     assert d.targets["sl-pool"] == 0
+    # clearly ahead with no spot running: the fallback is all the progress there is; released now it would
+    # only be started again (and its start-up paid again) once the line catches up
+    d = decide(state(t, on_line + 0.1 * WORK, pools, spot=False), OPTS, S)
+    assert d.targets["sl-pool"] == 3
 
 
 def test_serverless_is_dropped_before_on_demand():
@@ -102,3 +107,44 @@ def test_options_from_plans_takes_cheapest_per_market():
     opts = options_from_plans([p("spot", 1), p("spot", 2), p("serverless", 3, reps=40)], S)
     assert [o.market for o in opts] == ["spot", "serverless"]
     assert opts[1].max_replicas == 40 and opts[1].startup_s == 60.0
+    assert opts[0].max_replicas == S.planner.max_replicas and opts[1].zone == "r"
+
+
+def test_options_from_plans_keeps_one_spot_option_per_region_up_to_spot_zones():
+    def p(region, cost):
+        return Plan("L4", 1, 1, 1, "spot", region, 1, 1.0, R, 100.0, cost, 0.1, startup_s=60.0)
+
+    opts = options_from_plans([p(f"z{i}", i) for i in range(6)] + [p("z0", 9)], S)
+    assert [o.zone for o in opts] == [f"z{i}" for i in range(S.planner.spot_zones)]
+
+
+Z1 = PoolOption("spot-z1", "spot", R, 0.4, 300, 8, zone="z1")
+Z2 = PoolOption("spot-z2", "spot", R, 0.4, 300, 8, zone="z2")
+
+
+def test_spot_spreads_over_zones_and_avoids_a_blocked_one():
+    d = decide(state(0, 0), (Z1, Z2, OD, SL), S)
+    assert d.targets["spot-z1"] >= 1 and abs(d.targets["spot-z1"] - d.targets["spot-z2"]) <= 1
+    # z1 blocked by the availability estimate: its 2 running replicas stay, its starting one is released,
+    # new spot goes to z2
+    pools = [pool(Z1, 2, 1), pool(Z2, 0)]
+    s = RuntimeState(now_s=600, deadline_s=DEADLINE, work_total=WORK, work_done=0.05 * WORK, pools=tuple(pools),
+                     blocked=frozenset({"spot-z1"}))
+    d = decide(s, (Z1, Z2, OD, SL), S)
+    assert d.targets["spot-z1"] == 2 and d.targets["spot-z2"] >= 2
+
+
+def test_measured_throughput_replaces_the_estimate():
+    # the pool runs at 0.5x its estimate: behind the line, more fallback is needed than the estimate says
+    t, done = 4 * 3600, 0.45 * WORK
+    slow = PoolState(OD.key, "on_demand", 4, 0, 0.5 * R, OD.price_per_replica_hour)
+    fast = PoolState(OD.key, "on_demand", 4, 0, R, OD.price_per_replica_hour)
+    opts = (SPOT, OD)
+    d_slow = decide(state(t, done, [slow], spot=False), opts, S)
+    d_fast = decide(state(t, done, [fast], spot=False), opts, S)
+    assert d_slow.targets[OD.key] > d_fast.targets[OD.key]
+    # an option not running yet is judged by the same shortfall: serverless measured at 0.5x is not
+    # traded for an on-demand estimate that would be just as wrong
+    sl_slow = PoolState(SL.key, "serverless", 2, 0, 0.5 * R, SL.price_per_replica_hour)
+    d = decide(state(t, done, [sl_slow], spot=False), OPTS, S)
+    assert d.targets[SL.key] > 2 and d.targets[OD.key] == 0
