@@ -102,7 +102,7 @@ class PlannerSettings(BaseModel):
     serverless_max_replicas: int = Field(16, description="Concurrent serverless replicas: providers' default GPU concurrency quotas.")
     spot_aim: float = Field(0.5, description="Spot pools are sized to finish the remaining work in this fraction of the remaining time; the rest is slack for outages.")
     scale_down_hysteresis: float = Field(0.25, description="Fallback replicas are dropped only while the rest keeps this much spare rate, so pools do not flap.")
-    availability_backoff_s: float = Field(120.0, description="A zone/market that gave a capacity error or a preemption is avoided this long before it is probed again (doubles per further failure): spot outages last minutes to hours.")
+    availability_backoff_s: float = Field(60.0, description="A zone/market that gave a capacity error or a preemption is avoided this long before it is probed again (doubles per further failure, up to the max): a refused launch costs nothing, so asking again after a minute finds returning capacity early (bench: 120 s cost 0.3% more).")
     availability_backoff_max_s: float = Field(1800.0, description="Longest wait before re-probing a failing zone: a returning zone is found within half an hour.")
     availability_stuck_factor: float = Field(3.0, description="A launch still provisioning after this many times its expected start-up counts as a capacity failure of its zone.")
     quote_runs: int = Field(8, description="Simulated runs behind a deadline quote (orca plan/submit): one per bundled-trace window, a few hundred ms in all.")
