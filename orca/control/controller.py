@@ -90,6 +90,7 @@ class Controller:
                                      clock=clock.time, monotonic=clock.monotonic, observe=self._observe)
         self.on_tick = on_tick
         self._last_reap: dict[str, float] = {}
+        self._plans: dict[str, tuple[float, dict[str, int]]] = {}  # job -> (when, the policy's targets then)
         self._settled: set[str] = set()
         self._live_controllers: set[str] = {self.id}
         self.retention = Retention(service)  # deletes expired files every retention.every_s
@@ -227,6 +228,7 @@ class Controller:
             return
         self.registry.update(record.id, settled=True)
         self._settled.add(record.id)
+        self._plans.pop(record.id, None)
 
     def _stop_replicas(self, record: JobRecord, replicas: list[Replica]) -> bool:
         """True when no replica of the job is live; otherwise stops claims and asks for each teardown."""
@@ -336,14 +338,23 @@ class Controller:
             est.came_up(zone, market, now)
 
     def _policy_targets(self, record: JobRecord, replicas: list[Replica], counts: QueueCounts) -> dict[str, int]:
-        """The runtime policy's replica target per pool key (empty for local-only jobs)."""
+        """The runtime policy's replica target per pool key (empty for local-only jobs), decided again every
+        ``planner.replan_every_s`` (in between, the last decision holds: pools do not flap tick to tick)."""
+        now = self.clock.time()
+        last = self._plans.get(record.id)
+        if last is not None and now - last[0] < self.settings.planner.replan_every_s - 1e-6:
+            return last[1]
+        targets = self._replan(record, replicas, counts, now)
+        self._plans[record.id] = (now, targets)
+        return targets
+
+    def _replan(self, record: JobRecord, replicas: list[Replica], counts: QueueCounts, now: float) -> dict[str, int]:
         cloud = [p for p in record.pools if p.launcher != "local"]
         if not cloud:
             return {}
         from orca.planner.policy import decide, option_cap
         from orca.planner.types import PoolOption, PoolState, RuntimeState
 
-        now = self.clock.time()
         start = record.in_progress_at or record.created_at
         options = [PoolOption(key=o["key"], market=o["market"], replica_tokens_per_s=o["replica_tokens_per_s"],
                               price_per_replica_hour=o["price_per_replica_hour"], startup_s=o.get("startup_s", 0.0),

@@ -92,3 +92,17 @@ def test_a_launch_that_hangs_counts_as_a_failing_zone():
     assert z1 and all(not x.state.live and x.started_at is None for x in z1)
     assert min(x.ended_at for x in z1) - 1_700_000_000 >= stuck_s
     assert sum(1 for x in r.replicas if x.pool == z2["key"] and x.started_at is not None) >= 2
+
+
+def test_the_policy_decides_every_replan_every_s_not_every_tick():
+    from orca.planner.policy import decide
+
+    seen = []
+
+    def counting(state, options, settings):
+        seen.append(state.now_s)
+        return decide(state, options, settings)
+
+    r = simulate(scenario([constant_zone("z1", True)], tick_s=10.0), counting, settings=S)
+    assert r.met and len(seen) > 10
+    assert {round(b - a) for a, b in zip(seen, seen[1:])} == {round(S.planner.replan_every_s)}
