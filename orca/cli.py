@@ -542,6 +542,7 @@ def server_cmd(
     port: Annotated[Optional[int], typer.Option("--port", help="Port (default ORCA_CONTROL__PORT).")] = None,
     no_controller: Annotated[bool, typer.Option("--no-controller", help="Serve the API only; another process runs the controller.")] = False,
     rq_worker: Annotated[bool, typer.Option("--rq-worker", help="Also run a worker for the long background steps (ingest, assembly) as a child process.")] = False,
+    controller_only: Annotated[bool, typer.Option("--controller-only", help="Run only the controller loop, no API (several may share one Redis).")] = False,
 ) -> None:
     """Run the control plane in the foreground (needs ORCA_REDIS_URL)."""
     from orca.control import server_main
@@ -555,6 +556,8 @@ def server_cmd(
         argv.append("--no-controller")
     if rq_worker:
         argv.append("--rq-worker")
+    if controller_only:
+        argv.append("--controller-only")
     server_main.main(argv)
 
 
