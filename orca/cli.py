@@ -233,7 +233,11 @@ def submit_cmd(
         settings = get_settings()
         if settings.api_url is None and (launcher or settings.control.default_launcher) == "local":
             # The embedded stack plans over this machine's workers: say now if that cannot work, before uploading.
+            from orca.control.schemas import JobCreate
+            from orca.control.validation import check_job_create
             from orca.planner.render import plan_for_stats
+
+            check_job_create(JobCreate(launcher=launcher, gpu=gpu, markets=market), settings)  # the server's field checks
 
             plan_for_stats(stats, deadline_s, model=model, markets=("local",), gpus=(gpu,) if gpu else (),
                            max_replicas=settings.launcher.local_max_workers, settings=settings)
