@@ -102,10 +102,9 @@ class FakeCloud:
         threading.Thread(target=self._run, daemon=True).start()
 
     # API (called through the manager, after the caller's latency)
-    def launch(self, job_id: str, replica_id: str, pool: str) -> str:
+    def launch(self, job_id: str, replica_id: str, pool: str, handle: str) -> str:
         with self.lock:
             self.launches[replica_id] = self.launches.get(replica_id, 0) + 1
-            handle = f"i-{replica_id}-{self.launches[replica_id]}"
             self.instances[handle] = _Instance(job_id, replica_id, pool, "provisioning",
                                                time.time() + self.rng.uniform(*self.boot_s))
             return handle
@@ -238,8 +237,11 @@ class LatencyLauncher(Launcher):
         time.sleep(self.rng.uniform(*self.latency_s))
         return self._cloud()
 
+    def planned_handle(self, env: WorkerEnv, pool: PoolSpec, replica_id: str) -> str:
+        return f"i-{replica_id}"  # the instance name is chosen by the caller, as SkyPilot's cluster names are
+
     def launch(self, env: WorkerEnv, pool: PoolSpec, replica_id: str) -> Replica:
-        handle = self._api().launch(env.job_id, replica_id, pool.key)
+        handle = self._api().launch(env.job_id, replica_id, pool.key, self.planned_handle(env, pool, replica_id))
         return Replica(replica_id=replica_id, job_id=env.job_id, pool=pool.key, launcher=self.name, handle=handle,
                        state=ReplicaState.PROVISIONING, created_at=time.time(),
                        price_per_hour=pool.price_per_replica_hour, message=f"instance {handle}")

@@ -118,7 +118,7 @@ class ControlSettings(BaseModel):
     http_timeout_s: float = Field(30.0, description="Client-side HTTP timeout for API calls.")
     default_launcher: str = Field("local", description="Launcher for jobs that name none: the embedded default runs workers on this machine.")
     default_user: str = Field("local", description="User the embedded stack creates a token for on first start.")
-    lock_ttl_s: float = Field(6.0, description="A controller's hold on one job during its tick: a job's tick only reads Redis and submits calls (milliseconds), and a killed controller's job is free again within three ticks.")
+    lock_ttl_s: float = Field(3.0, description="A controller's hold on a batch of jobs during their ticks (extended while a slow batch runs): a job's tick only reads Redis and submits calls (milliseconds), and a killed controller's jobs are free again within two ticks.")
     lock_batch: int = Field(20, description="Jobs a controller locks and reads in one Redis round trip per tick: the tick costs a few round trips per batch instead of per job, and the locks are held for the milliseconds the batch takes.")
     call_workers: int = Field(64, description="Threads per control-plane process running launcher calls off the tick: cloud APIs answer in 0.2-5 s, so 64 keep a few hundred replicas polled every few seconds.")
     calls_per_job: int = Field(32, description="Launcher calls one job may have outstanding: a job whose cloud hangs can hold at most this many of the call threads.")

@@ -122,12 +122,18 @@ class Controller:
         self.retention.tick()
         job_ids = [j for j in self.registry.job_ids() if j not in self._settled]
         random.shuffle(job_ids)
-        batch = self.settings.control.lock_batch
+        batch, ttl_s = self.settings.control.lock_batch, self.settings.control.lock_ttl_s
         for i in range(0, len(job_ids), batch):
             tokens, snapshots = self.registry.lock_and_read(job_ids[i:i + batch])
+            locked_at = time.monotonic()
             try:
                 for job_id, snapshot in snapshots.items():
-                    self._tick_one(snapshot, report)
+                    if time.monotonic() - locked_at > ttl_s / 3:  # a slow batch: keep its locks, never act on a lapsed one
+                        held = self.registry.relock_many(tokens)
+                        tokens = {j: t for j, t in tokens.items() if j in held}
+                        locked_at = time.monotonic()
+                    if job_id in tokens:
+                        self._tick_one(snapshot, report)
             finally:
                 self.registry.unlock_many(tokens)
         report.duration_s = time.monotonic() - started

@@ -12,9 +12,11 @@ Replica records carry what keeps this safe across controllers and restarts:
 * ``call``/``call_by``/``call_at``: a launch, drain or teardown in flight and the controller
   running it. Other controllers leave such a replica alone, so nothing is launched or torn
   down twice. A call whose controller stopped beating (``control.controller_ttl_s``) is
-  orphaned: a lost launch ends the replica (``terminated``: whatever the cloud made exits
-  when it finds no work, or is stopped by the cloud's own idle teardown), a lost drain or
-  teardown is simply decided again. Polls are not marked: they only read.
+  orphaned: a lost launch ends the replica (``terminated``) and, when its launcher names the
+  handle before the call (a SkyPilot cluster name, ``Launcher.planned_handle``), tears down
+  whatever the launch made; otherwise that worker exits when it finds no work (burst mode)
+  or is stopped by the cloud's own idle teardown. A lost drain or teardown is simply decided
+  again. Polls are not marked: they only read.
 
 Writes happen only inside the job's tick (under its lock); call threads never touch Redis.
 """
@@ -86,7 +88,7 @@ class ReplicaCalls:
         for replica in list(replicas.values()):
             if replica.call and replica.replica_id not in busy and (
                     replica.call_by == self.id or replica.call_by not in live_controllers):
-                new = self._orphaned(replica)
+                new = self._orphaned(record, replica)
                 writes[new.replica_id] = replicas[new.replica_id] = new
                 self._changed(record, replica, new)
         self.registry.put_replicas(list(writes.values()))
@@ -117,12 +119,17 @@ class ReplicaCalls:
             launcher = self.launchers(made.launcher)
             self.runner.submit(record.id, made.replica_id, "terminate", -1, lambda: launcher.terminate(made))
 
-    def _orphaned(self, replica: Replica) -> Replica:
+    def _orphaned(self, record: JobRecord, replica: Replica) -> Replica:
         lost = f"{replica.call} lost with controller {replica.call_by}"
         base = dataclasses.replace(replica, rev=replica.rev + 1, call="", call_by="", call_at=0.0)
-        if replica.call == "launch":
-            return dataclasses.replace(base, state=ReplicaState.TERMINATED, ended_at=self._clock(), message=lost)
-        return dataclasses.replace(base, message=f"{lost}; decided again")
+        if replica.call != "launch":
+            return dataclasses.replace(base, message=f"{lost}; decided again")
+        ended = dataclasses.replace(base, state=ReplicaState.TERMINATED, ended_at=self._clock(), message=lost)
+        if replica.handle:  # known before the call (a cluster name): tear down whatever the lost launch made
+            launcher = self.launchers(replica.launcher)
+            copy = dataclasses.replace(replica, state=ReplicaState.PROVISIONING)
+            self.runner.submit(record.id, replica.replica_id, "terminate", -1, lambda: launcher.terminate(copy))
+        return ended
 
     def _changed(self, record: JobRecord, old: Replica, new: Replica) -> None:
         """Events, failure count and reclaim for a replica that changed state."""
@@ -175,10 +182,11 @@ class ReplicaCalls:
             return []
         launcher = self.launchers(pool.launcher)  # an unknown launcher fails here, before anything is recorded
         now = self._clock()
-        new = [Replica(replica_id=f"w-{uuid.uuid4().hex[:10]}", job_id=record.id, pool=pool.key,
-                       launcher=pool.launcher, state=ReplicaState.PROVISIONING, created_at=now,
+        ids = [f"w-{uuid.uuid4().hex[:10]}" for _ in range(n)]
+        new = [Replica(replica_id=rid, job_id=record.id, pool=pool.key, launcher=pool.launcher,
+                       state=ReplicaState.PROVISIONING, handle=launcher.planned_handle(env, pool, rid), created_at=now,
                        price_per_hour=pool.price_per_replica_hour, message="launch requested",
-                       rev=1, call="launch", call_by=self.id, call_at=now) for _ in range(n)]
+                       rev=1, call="launch", call_by=self.id, call_at=now) for rid in ids]
         self.registry.put_replicas(new)  # the intent is in Redis before the calls start
         for replica in new:
             self.runner.submit(record.id, replica.replica_id, "launch", replica.rev,

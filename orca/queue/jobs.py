@@ -326,6 +326,20 @@ class JobRegistry:
                     counts=QueueCounts(*(int(v or 0) for v in counts)))
         return taken, snapshots
 
+    def relock_many(self, tokens: dict[str, str], ttl_s: float | None = None) -> set[str]:
+        """Extend locks taken by ``lock_and_read`` (each only if still ours); the job ids still held."""
+        if not tokens:
+            return set()
+        ttl_ms = int((ttl_s if ttl_s is not None else self.settings.control.lock_ttl_s) * 1000)
+
+        def run() -> list:
+            pipe = self._r.pipeline(transaction=False)
+            for job_id, token in tokens.items():
+                self._conn.queue_script(pipe, "relock", [keys.job_lock(job_id)], [token, ttl_ms])
+            return pipe.execute()
+
+        return {job_id for job_id, ok in zip(tokens, self._conn.call(run)) if ok}
+
     def unlock_many(self, tokens: dict[str, str]) -> None:
         """Release locks taken by ``lock_and_read`` (each only if still ours), in one round trip."""
         if not tokens:
