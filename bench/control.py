@@ -338,6 +338,9 @@ def run_controller(args: argparse.Namespace) -> None:
     out.write(json.dumps({"c": f"bench-{args.seed}", "api_calls": launcher.api_calls}) + "\n")
     out.close()
     svc.close()
+    # Leave without interpreter teardown: every call thread's proxy would say goodbye to the cloud
+    # process at once (multiprocessing decref handshakes), and a call asleep in its latency holds exit.
+    os._exit(0)
 
 
 # -- the benchmark -------------------------------------------------------------------
