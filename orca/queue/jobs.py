@@ -86,7 +86,7 @@ class JobSnapshot:
 
     record: JobRecord
     replicas: list[Replica]
-    counts: QueueCounts
+    counts: QueueCounts | None   # None: read them from the job's queue (the in-memory twin has none)
 
 
 class FileRecord(BaseModel):

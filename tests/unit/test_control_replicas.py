@@ -85,6 +85,7 @@ def test_a_launch_is_recorded_before_the_call_and_its_result_lands_on_the_next_f
     assert (new.call, new.call_by, new.handle, new.rev) == ("launch", "ctl-a", f"c-{new.replica_id}", 1)
     [after] = r.rc.follow(r.record, {"ctl-a"})
     assert after.state is ReplicaState.STARTING and after.call == "" and after.rev == 2
+    r.rc.poll_due(r.record, [after])
     assert r.cloud.calls == [("launch", new.replica_id), ("poll", new.replica_id)]  # then polled, off the tick
 
 
@@ -107,6 +108,7 @@ def test_a_dead_controllers_launch_is_taken_over_and_what_it_made_torn_down() ->
     assert replicas["w-1"].call == "" and replicas["w-1"].rev == 2
     assert ("terminate", "c-w-1") in r.cloud.calls                 # the cluster the lost launch may have made
     assert replicas["w-2"].call == "drain"                          # a live controller's call is left alone
+    r.rc.poll_due(r.record, list(replicas.values()))
     assert not any(c == ("poll", "w-2") for c in r.cloud.calls)
     r.rc.follow(r.record, {"ctl-a", "ctl-alive"})                   # the teardown's result (rev -1) is dropped
     assert r.registry.map["w-1"].rev == 2
