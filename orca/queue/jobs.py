@@ -388,11 +388,6 @@ class JobRegistry:
         return sorted(reps, key=lambda r: (r.created_at, r.replica_id))
 
     # -- workers (reported by the worker processes themselves) ---------------
-    def worker_last_seen(self, job_id: str) -> dict[str, float]:
-        """worker id -> unix seconds of its last metrics report."""
-        raw = self._conn.call(lambda: self._r.zrange(keys.job_workers(job_id), 0, -1, withscores=True))
-        return {member: score / 1000.0 for member, score in raw}
-
     def worker_metrics(self, job_id: str, worker_id: str) -> dict[str, str]:
         return self._conn.call(lambda: self._r.hgetall(keys.job_worker_metrics(job_id, worker_id)))
 
