@@ -233,7 +233,11 @@ def submit_cmd(
         settings = get_settings()
         if settings.api_url is None and (launcher or settings.control.default_launcher) == "local":
             # The embedded stack plans over this machine's workers: say now if that cannot work, before uploading.
+            from orca.control.schemas import JobCreate
+            from orca.control.validation import check_job_create
             from orca.planner.render import plan_for_stats
+
+            check_job_create(JobCreate(launcher=launcher, gpu=gpu, markets=market), settings)  # the server's field checks
 
             plan_for_stats(stats, deadline_s, model=model, markets=("local",), gpus=(gpu,) if gpu else (),
                            max_replicas=settings.launcher.local_max_workers, settings=settings)
@@ -542,6 +546,7 @@ def server_cmd(
     port: Annotated[Optional[int], typer.Option("--port", help="Port (default ORCA_CONTROL__PORT).")] = None,
     no_controller: Annotated[bool, typer.Option("--no-controller", help="Serve the API only; another process runs the controller.")] = False,
     rq_worker: Annotated[bool, typer.Option("--rq-worker", help="Also run a worker for the long background steps (ingest, assembly) as a child process.")] = False,
+    controller_only: Annotated[bool, typer.Option("--controller-only", help="Run only the controller loop, no API (several may share one Redis).")] = False,
 ) -> None:
     """Run the control plane in the foreground (needs ORCA_REDIS_URL)."""
     from orca.control import server_main
@@ -555,6 +560,8 @@ def server_cmd(
         argv.append("--no-controller")
     if rq_worker:
         argv.append("--rq-worker")
+    if controller_only:
+        argv.append("--controller-only")
     server_main.main(argv)
 
 

@@ -49,7 +49,8 @@ from orca.fleet import Pool, PoolPhase, Replica, ReplicaState, WorkerEnv
 from orca.launchers.base import Launcher
 from orca.models import JobStatus
 from orca.planner.availability import AvailabilityEstimator
-from orca.queue.jobs import JobRecord
+from orca.queue.background import Background
+from orca.queue.jobs import JobRecord, JobSnapshot
 from orca.queue.types import QueueCounts
 
 log = logging.getLogger("orca.controller")
@@ -63,7 +64,7 @@ class TickReport:
     controller: str
     started: float                  # unix seconds
     duration_s: float = 0.0
-    jobs: list[str] = field(default_factory=list)      # jobs this controller ticked
+    jobs: dict[str, float] = field(default_factory=dict)   # job this controller ticked -> when (unix s)
     failed: list[str] = field(default_factory=list)    # jobs whose tick raised
 
 
@@ -122,32 +123,43 @@ class Controller:
         self.retention.tick()
         job_ids = [j for j in self.registry.job_ids() if j not in self._settled]
         random.shuffle(job_ids)
-        for job_id in job_ids:
-            with self.registry.lock(job_id) as mine:
-                if not mine:
-                    continue
-                record = self.registry.find(job_id)
-                if record is None:
-                    continue
-                if record.settled:
-                    self._settled.add(job_id)
-                    continue
-                report.jobs.append(job_id)
-                try:
-                    self.tick_job(record)
-                    if record.tick_failures:
-                        self.registry.update(job_id, tick_failures=0)
-                except QueueUnavailableError:
-                    raise  # Redis is gone: the whole tick ends, no job is blamed
-                except JobStateError as exc:  # a user's cancel raced us; next tick sees the new status
-                    log.info("job %s changed under the controller: %s", job_id, exc)
-                except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the others
-                    report.failed.append(job_id)
-                    self._tick_failed(record, exc)
+        batch, ttl_s = self.settings.control.lock_batch, self.settings.control.lock_ttl_s
+        for i in range(0, len(job_ids), batch):
+            tokens, snapshots = self.registry.lock_and_read(job_ids[i:i + batch])
+            locked_at = time.monotonic()
+            try:
+                for job_id, snapshot in snapshots.items():
+                    if time.monotonic() - locked_at > ttl_s / 3:  # a slow batch: keep its locks, never act on a lapsed one
+                        held = self.registry.relock_many(tokens)
+                        tokens = {j: t for j, t in tokens.items() if j in held}
+                        locked_at = time.monotonic()
+                    if job_id in tokens:
+                        self._tick_one(snapshot, report)
+            finally:
+                self.registry.unlock_many(tokens)
         report.duration_s = time.monotonic() - started
         if self.on_tick is not None:
             self.on_tick(report)
         return report
+
+    def _tick_one(self, snapshot: JobSnapshot, report: TickReport) -> None:
+        """One job's tick (under its lock), isolated: its exception is recorded on it and ends nothing else."""
+        record = snapshot.record
+        if record.settled:
+            self._settled.add(record.id)
+            return
+        report.jobs[record.id] = self.clock.time()
+        try:
+            self.tick_job(record, snapshot)
+            if record.tick_failures:
+                self.registry.update(record.id, tick_failures=0)
+        except QueueUnavailableError:
+            raise  # Redis is gone: the whole tick ends, no job is blamed
+        except JobStateError as exc:  # a user's cancel raced us; next tick sees the new status
+            log.info("job %s changed under the controller: %s", record.id, exc)
+        except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the others
+            report.failed.append(record.id)
+            self._tick_failed(record, exc)
 
     def _tick_failed(self, record: JobRecord, exc: Exception) -> None:
         """Record a failing tick on its job; fail the job after ``max_tick_failures`` in a row."""
@@ -178,10 +190,12 @@ class Controller:
         self.svc.background.submit(f"{name}-{job_id}", f"orca.control.tasks.{func}", self.svc._settings_json(), job_id)
 
     # -- one job --------------------------------------------------------
-    def tick_job(self, record: JobRecord) -> None:
+    def tick_job(self, record: JobRecord, snapshot: JobSnapshot | None = None) -> None:
+        """Act on one job (call under its lock; ``snapshot``: its replicas and counts read with the lock)."""
         now = self.clock.time()
         status = record.status
-        replicas = self.replicas.follow(record, self._live_controllers)
+        replicas = self.replicas.follow(record, self._live_controllers, snapshot.replicas if snapshot else None)
+        counts = snapshot.counts if snapshot else None
         if status is not S.IN_PROGRESS and SwapManager.active(record) is not None:
             self._swaps().tick(record, replicas=replicas)  # closes it
             record = self.registry.get(record.id)
@@ -203,14 +217,17 @@ class Controller:
         elif status is S.FINALIZING:
             self._assemble(record)
         elif status is S.IN_PROGRESS:
-            self._run(record, replicas, now)
+            self._run(record, replicas, now, counts)
         self._samples.sample(record, now)
         # polls go out after the tick has decided: a poll in flight would keep this tick's drains and
         # teardowns from being submitted (one call per replica at a time)
         self.replicas.poll_due(record, replicas)
 
     def _assemble(self, record: JobRecord) -> None:
-        if self.svc.background.step_status(f"assemble-{record.id}") == "failed":
+        status = self.svc.background.step_status(f"assemble-{record.id}")
+        if status in Background.PENDING:
+            return  # queued or running: nothing to ask for
+        if status == "failed":
             if record.status is S.FINALIZING or record.status is S.CANCELLING:
                 self._to(record, S.FAILED, "assembling the output failed; see the control plane's worker log", settled=True)
             else:
@@ -242,14 +259,16 @@ class Controller:
             self.replicas.act(record, replica, "terminate")
         return False
 
-    def _run(self, record: JobRecord, replicas: list[Replica], now: float) -> None:
+    def _run(self, record: JobRecord, replicas: list[Replica], now: float, counts: QueueCounts | None = None) -> None:
         queue = self.svc.queue(record.id)
         if now - self._last_reap.get(record.id, 0.0) >= self.settings.queue.reap_every_s:
             reaped = queue.reap()
             self._last_reap[record.id] = now
             if reaped:
                 self.registry.add_event(record.id, "reaped", f"{len(reaped)} expired lease(s) returned to the queue")
-        counts = queue.counts()
+                counts = None
+        if counts is None:
+            counts = queue.counts()
         if SwapManager.active(record) is not None:
             self._swaps().tick(record, queue, replicas)
             record = self.registry.get(record.id)
@@ -315,9 +334,7 @@ class Controller:
             # pool a swap moves to is the exception: its workers stand by (they wait instead of
             # exiting) for the chunks the old pool hands over once the new pool is ready.
             room = remaining if pool.key == swapping_to else counts.pending
-            for _ in range(min(target - len(working), room)):
-                if not self._launch(record, pool):
-                    break
+            self._launch(record, pool, min(target - len(working), room))
             if pool.launcher != "local" and len(working) > target:
                 for replica in sorted(working, key=lambda r: r.created_at, reverse=True)[: len(working) - target]:
                     if self.replicas.act(record, replica, "drain"):
@@ -366,7 +383,7 @@ class Controller:
                    for r in replicas):
                 self.availability.stuck(pool.region or "", pool.market, now)
         blocked = frozenset(o.key for o in options if not self.availability.usable(o.zone, o.market, now))
-        measured = self._measured_tokens_per_s(record.id)
+        measured = self._measured_tokens_per_s(record.id, [r.replica_id for r in replicas if r.state is ReplicaState.RUNNING])
         states = []
         for pool in cloud:
             mine = [r for r in replicas if r.pool == pool.key]
@@ -387,22 +404,21 @@ class Controller:
                              work_total=work_total, work_done=work_total * frac, pools=tuple(states), blocked=blocked)
         return dict((self.policy or decide)(state, options, self.settings).targets)
 
-    def _measured_tokens_per_s(self, job_id: str) -> dict[str, float]:
-        """Replica id -> completion tokens/s from its latest metrics report."""
+    def _measured_tokens_per_s(self, job_id: str, replica_ids: list[str]) -> dict[str, float]:
+        """Replica id -> completion tokens/s from its latest metrics report (one round trip for all)."""
         out = {}
-        for worker_id in self.registry.worker_last_seen(job_id):
-            metrics = self.registry.worker_metrics(job_id, worker_id)
+        for worker_id, metrics in zip(replica_ids, self.registry.workers_metrics(job_id, replica_ids)):
             try:
                 out[worker_id] = float(metrics.get("tokens_per_s", 0) or 0)
             except ValueError:
                 continue
         return out
 
-    def _launch(self, record: JobRecord, pool: Pool) -> bool:
+    def _launch(self, record: JobRecord, pool: Pool, n: int) -> None:
+        if n <= 0:
+            return
         env = WorkerEnv(job_id=record.id, redis_url=self.registry.redis_url, store_url=self.svc.store.url,
                         model=record.model or "")
-        replica = self.replicas.launch(record, pool, env)
-        if replica is None:
-            return False
-        self.registry.add_event(record.id, "replica_launched", f"{replica.replica_id} in pool {pool.key}: launch requested")
-        return True
+        launched = self.replicas.launch(record, pool, env, n)
+        self.registry.add_events(record.id, [("replica_launched", f"{r.replica_id} in pool {pool.key}: launch requested by {self.id}")
+                                             for r in launched])

@@ -12,9 +12,11 @@ Replica records carry what keeps this safe across controllers and restarts:
 * ``call``/``call_by``/``call_at``: a launch, drain or teardown in flight and the controller
   running it. Other controllers leave such a replica alone, so nothing is launched or torn
   down twice. A call whose controller stopped beating (``control.controller_ttl_s``) is
-  orphaned: a lost launch ends the replica (``terminated``: whatever the cloud made exits
-  when it finds no work, or is stopped by the cloud's own idle teardown), a lost drain or
-  teardown is simply decided again. Polls are not marked: they only read.
+  orphaned: a lost launch ends the replica (``terminated``) and, when its launcher names the
+  handle before the call (a SkyPilot cluster name, ``Launcher.planned_handle``), tears down
+  whatever the launch made; otherwise that worker exits when it finds no work (burst mode)
+  or is stopped by the cloud's own idle teardown. A lost drain or teardown is simply decided
+  again. Polls are not marked: they only read.
 
 Writes happen only inside the job's tick (under its lock); call threads never touch Redis.
 """
@@ -62,12 +64,14 @@ class ReplicaCalls:
         self._monotonic = monotonic
         self._observe = observe
         self._last_poll: dict[str, float] = {}     # replica id -> when this controller last asked for its state
+        self._gone: set[str] = set()               # replicas that left the live states in this follow
 
     # -- following ---------------------------------------------------------
-    def follow(self, record: JobRecord, live_controllers: set[str]) -> list[Replica]:
-        """Write the job's finished calls and take over orphaned ones; the job's replicas now."""
+    def follow(self, record: JobRecord, live_controllers: set[str], replicas: list[Replica] | None = None) -> list[Replica]:
+        """Write the job's finished calls and take over orphaned ones; the job's replicas now.
+        ``replicas``: the job's replica records if just read under its lock (else they are read here)."""
         results = self.runner.collect(record.id)
-        replicas = {r.replica_id: r for r in self.registry.replicas(record.id)}
+        replicas = {r.replica_id: r for r in (self.registry.replicas(record.id) if replicas is None else replicas)}
         writes: dict[str, Replica] = {}
         for result in results:
             stored = replicas.get(result.replica_id)
@@ -84,10 +88,13 @@ class ReplicaCalls:
         for replica in list(replicas.values()):
             if replica.call and replica.replica_id not in busy and (
                     replica.call_by == self.id or replica.call_by not in live_controllers):
-                new = self._orphaned(replica)
+                new = self._orphaned(record, replica)
                 writes[new.replica_id] = replicas[new.replica_id] = new
                 self._changed(record, replica, new)
         self.registry.put_replicas(list(writes.values()))
+        if self._gone:
+            self._reclaim(record, [new for new in writes.values() if new.replica_id in self._gone])
+            self._gone.clear()
         return sorted(replicas.values(), key=lambda r: (r.created_at, r.replica_id))
 
     def poll_due(self, record: JobRecord, replicas: list[Replica]) -> None:
@@ -112,12 +119,17 @@ class ReplicaCalls:
             launcher = self.launchers(made.launcher)
             self.runner.submit(record.id, made.replica_id, "terminate", -1, lambda: launcher.terminate(made))
 
-    def _orphaned(self, replica: Replica) -> Replica:
+    def _orphaned(self, record: JobRecord, replica: Replica) -> Replica:
         lost = f"{replica.call} lost with controller {replica.call_by}"
         base = dataclasses.replace(replica, rev=replica.rev + 1, call="", call_by="", call_at=0.0)
-        if replica.call == "launch":
-            return dataclasses.replace(base, state=ReplicaState.TERMINATED, ended_at=self._clock(), message=lost)
-        return dataclasses.replace(base, message=f"{lost}; decided again")
+        if replica.call != "launch":
+            return dataclasses.replace(base, message=f"{lost}; decided again")
+        ended = dataclasses.replace(base, state=ReplicaState.TERMINATED, ended_at=self._clock(), message=lost)
+        if replica.handle:  # known before the call (a cluster name): tear down whatever the lost launch made
+            launcher = self.launchers(replica.launcher)
+            copy = dataclasses.replace(replica, state=ReplicaState.PROVISIONING)
+            self.runner.submit(record.id, replica.replica_id, "terminate", -1, lambda: launcher.terminate(copy))
+        return ended
 
     def _changed(self, record: JobRecord, old: Replica, new: Replica) -> None:
         """Events, failure count and reclaim for a replica that changed state."""
@@ -129,17 +141,19 @@ class ReplicaCalls:
             self.registry.add_event(record.id, "replica_failed", f"{new.replica_id}: {new.message}")
         if old.state.live and not new.state.live:
             self._last_poll.pop(new.replica_id, None)
-            self._reclaim(record, new)
+            self._gone.add(new.replica_id)
 
-    def _reclaim(self, record: JobRecord, replica: Replica) -> None:
-        """A worker that is gone (crashed, killed, preempted, torn down) gets its chunks taken back now,
-        not when its leases expire; fencing keeps anything it might still send from committing.
-        Only a failure charges the chunks an attempt: a preemption or teardown is not their fault."""
-        why = f"replica {replica.state.value}" + (f": {replica.message}" if replica.message else "")
-        taken = self.queue_for(record.id).reclaim(replica.replica_id, why, charge=replica.state is ReplicaState.FAILED)
-        if taken:
-            self.registry.add_event(record.id, "reclaimed", f"{len(taken)} chunk(s) of {replica.replica_id} "
-                                    f"({replica.state.value}) returned to the queue")
+    def _reclaim(self, record: JobRecord, gone: list[Replica]) -> None:
+        """Workers that are gone (crashed, killed, preempted, torn down) get their chunks taken back now,
+        not when their leases expire; fencing keeps anything they might still send from committing.
+        Only a failure charges the chunks an attempt: a preemption or teardown is not their fault.
+        One round trip for all of the job's gone workers."""
+        lost = [(r.replica_id, f"replica {r.state.value}" + (f": {r.message}" if r.message else ""),
+                 r.state is ReplicaState.FAILED) for r in gone]
+        taken = self.queue_for(record.id).reclaim_many(lost)
+        self.registry.add_events(record.id, [
+            ("reclaimed", f"{len(chunks)} chunk(s) of {r.replica_id} ({r.state.value}) returned to the queue")
+            for r in gone if (chunks := taken.get(r.replica_id))])
 
     def _poll_due(self, record: JobRecord, replicas: list[Replica], busy: set[str]) -> None:
         now = self._monotonic()
@@ -160,21 +174,24 @@ class ReplicaCalls:
         return len(busy) < self.settings.control.calls_per_job
 
     # -- acting ----------------------------------------------------------------
-    def launch(self, record: JobRecord, pool: Pool, env: WorkerEnv) -> Replica | None:
-        """Record a new replica of ``pool`` (provisioning, launch in flight) and submit its launch;
-        None when the job already has ``calls_per_job`` calls out."""
-        if not self._room(self.runner.busy(record.id)):
-            return None
+    def launch(self, record: JobRecord, pool: Pool, env: WorkerEnv, n: int) -> list[Replica]:
+        """Record up to ``n`` new replicas of ``pool`` (provisioning, launch in flight) and submit their
+        launches; fewer when the job would exceed ``calls_per_job`` calls out."""
+        n = min(n, self.settings.control.calls_per_job - len(self.runner.busy(record.id)))
+        if n <= 0:
+            return []
         launcher = self.launchers(pool.launcher)  # an unknown launcher fails here, before anything is recorded
         now = self._clock()
-        replica = Replica(replica_id=f"w-{uuid.uuid4().hex[:10]}", job_id=record.id, pool=pool.key,
-                          launcher=pool.launcher, state=ReplicaState.PROVISIONING, created_at=now,
-                          price_per_hour=pool.price_per_replica_hour, message="launch requested",
-                          rev=1, call="launch", call_by=self.id, call_at=now)
-        self.registry.put_replica(replica)  # the intent is in Redis before the call starts
-        self.runner.submit(record.id, replica.replica_id, "launch", replica.rev,
-                           lambda: launcher.launch(env, pool, replica.replica_id))
-        return replica
+        ids = [f"w-{uuid.uuid4().hex[:10]}" for _ in range(n)]
+        new = [Replica(replica_id=rid, job_id=record.id, pool=pool.key, launcher=pool.launcher,
+                       state=ReplicaState.PROVISIONING, handle=launcher.planned_handle(env, pool, rid), created_at=now,
+                       price_per_hour=pool.price_per_replica_hour, message="launch requested",
+                       rev=1, call="launch", call_by=self.id, call_at=now) for rid in ids]
+        self.registry.put_replicas(new)  # the intent is in Redis before the calls start
+        for replica in new:
+            self.runner.submit(record.id, replica.replica_id, "launch", replica.rev,
+                               lambda rid=replica.replica_id: launcher.launch(env, pool, rid))
+        return new
 
     def act(self, record: JobRecord, replica: Replica, op: str) -> bool:
         """Submit ``op`` (drain or terminate) for a live replica; False if a call for it is already out

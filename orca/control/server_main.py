@@ -1,6 +1,7 @@
 """``orca server``: the control plane process, uvicorn serving the app plus the controller loop in a thread.
 
     python -m orca.control.server_main [--host H] [--port P] [--no-controller] [--rq-worker]
+    python -m orca.control.server_main --controller-only   # one more controller, no API
 
 Settings come from the environment (``ORCA_REDIS_URL`` must point at the Redis that holds
 the jobs; the embedded stack sets it). Long steps run on RQ workers: the embedded stack starts
@@ -82,14 +83,36 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
                 child.kill()
 
 
+def control(settings: Settings) -> None:
+    """Run only the controller loop (no API) until SIGTERM or SIGINT: one more controller on the
+    same Redis. Controllers share the jobs tick by tick (a per-job lock), and a killed one's
+    launcher calls are taken over by the others (``control.controller_ttl_s``)."""
+    import signal
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    service = OrcaService.from_settings(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        Controller(service).run(stop)
+    finally:
+        service.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="orca server", description="Run the orca control plane.")
     parser.add_argument("--host", default=None)
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--no-controller", action="store_true", help="Serve the API only (another process runs the controller).")
+    parser.add_argument("--controller-only", action="store_true",
+                        help="Run only the controller loop, no API (several may run on one Redis).")
     parser.add_argument("--rq-worker", action="store_true",
                         help="Also run an RQ worker child for the long steps (ingest, assembly).")
     args = parser.parse_args(argv)
+    if args.controller_only:
+        control(get_settings())
+        return
     serve(get_settings(), args.host, args.port, controller=not args.no_controller, rq_worker=args.rq_worker)
 
 

@@ -32,3 +32,9 @@ class Launcher(ABC):
     @abstractmethod
     def terminate(self, replica: Replica) -> Replica:
         """Tear the replica down for good; must be safe to call repeatedly."""
+
+    def planned_handle(self, env: WorkerEnv, pool: PoolSpec, replica_id: str) -> str:
+        """The handle ``launch`` will give this replica, if it is known before the call (a cluster name);
+        "" otherwise. The controller records it with the launch request, so a launch lost with its
+        controller can still be torn down."""
+        return ""

@@ -172,6 +172,9 @@ class SkyPilotLauncher(Launcher):
         self._tracks[replica_id] = track
         return self._submit_launch(replica, track)
 
+    def planned_handle(self, env: WorkerEnv, pool: PoolSpec, replica_id: str) -> str:
+        return cluster_name_for(env.job_id, replica_id)
+
     def poll(self, replica: Replica) -> Replica:
         if not replica.state.live:
             return replica

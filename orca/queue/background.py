@@ -31,6 +31,9 @@ def _client(redis_url: str, settings: Settings) -> redis.Redis:
 class Background:
     """Enqueue long steps. ``synchronous=True`` runs each step in the caller at once (tests)."""
 
+    #: ``step_status`` values of a step that is queued or running (asking again does nothing).
+    PENDING = frozenset(s.value for s in _PENDING)
+
     def __init__(self, redis_url: str, settings: Settings, synchronous: bool = False) -> None:
         self.settings = settings
         self.synchronous = synchronous

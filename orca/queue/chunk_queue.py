@@ -37,10 +37,8 @@ from collections.abc import Iterable
 from orca.errors import ChunkNotFoundError
 from orca.queue import keys
 from orca.queue.connection import RedisConnection
-from orca.queue.types import ChunkInfo, ChunkState, Lease, QueueCounts
+from orca.queue.types import COUNT_FIELDS, ChunkInfo, ChunkState, Lease, QueueCounts
 from orca.settings import QueueSettings, get_settings
-
-_COUNT_FIELDS = ("pending", "leased", "done", "dead", "total")
 
 
 def _batches(items: list[str], size: int) -> Iterable[list[str]]:
@@ -172,6 +170,21 @@ class ChunkQueue:
             "reclaim", [self._k_leases, self._k_chunks, self._k_pending, self._k_dead, self._k_counts],
             [worker_id, self.settings.max_attempts, reason[: self.settings.max_error_chars], 1 if charge else 0])
 
+    def reclaim_many(self, lost: list[tuple[str, str, bool]]) -> dict[str, list[str]]:
+        """``reclaim`` for several workers (worker id, reason, charge) in one round trip; worker id -> chunk ids."""
+        if not lost:
+            return {}
+        keys_ = [self._k_leases, self._k_chunks, self._k_pending, self._k_dead, self._k_counts]
+
+        def run() -> list:
+            pipe = self._conn.client.pipeline(transaction=False)
+            for worker_id, reason, charge in lost:
+                self._conn.queue_script(pipe, "reclaim", keys_, [worker_id, self.settings.max_attempts,
+                                                                 reason[: self.settings.max_error_chars], 1 if charge else 0])
+            return pipe.execute()
+
+        return {worker_id: list(taken) for (worker_id, _, _), taken in zip(lost, self._conn.call(run))}
+
     def drain(self, pool: str) -> None:
         """From now on, claims from ``pool`` return nothing (leases it holds are untouched)."""
         self._conn.script("drain", [self._k_draining], [pool, 1])
@@ -188,7 +201,7 @@ class ChunkQueue:
     # -- reads ---------------------------------------------------------------
     def counts(self) -> QueueCounts:
         """Pending, leased, done, dead and total chunks: one HMGET."""
-        values = self._conn.call(lambda: self._conn.client.hmget(self._k_counts, _COUNT_FIELDS))
+        values = self._conn.call(lambda: self._conn.client.hmget(self._k_counts, COUNT_FIELDS))
         return QueueCounts(*(int(v or 0) for v in values))
 
     def chunk(self, chunk_id: str) -> ChunkInfo:

@@ -33,7 +33,7 @@ from orca.settings import QueueSettings
 
 T = TypeVar("T")
 
-SCRIPT_NAMES = ("enqueue_many", "claim", "renew", "complete", "fail", "release", "reap", "reclaim", "drain", "unlock")
+SCRIPT_NAMES = ("enqueue_many", "claim", "renew", "complete", "fail", "release", "reap", "reclaim", "drain", "unlock", "relock")
 
 
 @cache
@@ -43,6 +43,7 @@ def script_source(name: str) -> str:
 
 
 _pools: dict[tuple, redis.ConnectionPool] = {}
+_clients: dict[tuple, tuple[redis.Redis, dict]] = {}   # pool key -> (client, its registered scripts)
 _pools_lock = threading.Lock()
 
 
@@ -68,6 +69,20 @@ def connect(url: str, settings: QueueSettings, decode: bool = True) -> redis.Red
     return redis.Redis(connection_pool=shared_pool(url, settings, decode))
 
 
+def _shared_client(url: str, settings: QueueSettings) -> tuple[redis.Redis, dict]:
+    """The process's one decoding client for ``url`` and orca's scripts registered on it (a redis-py
+    client is thread-safe), so a queue or registry view costs nothing to make."""
+    key = (os.getpid(), url, settings.socket_timeout_s)
+    with _pools_lock:
+        held = _clients.get(key)
+    if held is None:
+        client = connect(url, settings)
+        held = (client, {name: client.register_script(script_source(name)) for name in SCRIPT_NAMES})
+        with _pools_lock:
+            held = _clients.setdefault(key, held)
+    return held
+
+
 def _translate(exc: redis.RedisError, url: str) -> QueueError:
     url = redact_url(url)
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
@@ -87,8 +102,7 @@ class RedisConnection:
     def __init__(self, url: str, settings: QueueSettings) -> None:
         self.url = url
         self.settings = settings
-        self.client = connect(url, settings)
-        self._scripts = {name: self.client.register_script(script_source(name)) for name in SCRIPT_NAMES}
+        self.client, self._scripts = _shared_client(url, settings)
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (one Redis round trip or pipeline), retrying connection errors.
@@ -121,6 +135,9 @@ class RedisConnection:
         script = self._scripts[name]
         return self.call(lambda: script(keys=list(keys), args=list(args)))
 
+    def queue_script(self, pipe: Any, name: str, keys: Sequence[str], args: Sequence[Any]) -> None:
+        """Queue one of orca's Lua scripts on a pipeline (EVALSHA; the pipeline loads it on NOSCRIPT)."""
+        self._scripts[name](keys=list(keys), args=list(args), client=pipe)
+
     def close(self) -> None:
-        """Give this client's connection back to the shared pool (the pool stays open)."""
-        self.client.close()
+        """Nothing to free: the client and its pool are the process's, shared by every view."""

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -25,6 +26,7 @@ from orca.fleet import Pool, Replica
 from orca.models import JobStatus
 from orca.queue import keys
 from orca.queue.connection import RedisConnection
+from orca.queue.types import COUNT_FIELDS, QueueCounts
 from orca.queue.users import UserStore, hash_token, new_token
 from orca.settings import Settings, get_settings
 
@@ -76,6 +78,15 @@ class JobRecord(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
     output_expires_after_s: int | None = None  # expiry of the output/error files, from their creation
     data_purged: bool = False  # retention deleted the stored data of a job that ended without result files
+
+
+@dataclass
+class JobSnapshot:
+    """A job as the controller reads it under its lock: record, replicas and chunk counts."""
+
+    record: JobRecord
+    replicas: list[Replica]
+    counts: QueueCounts | None   # None: read them from the job's queue (the in-memory twin has none)
 
 
 class FileRecord(BaseModel):
@@ -278,6 +289,70 @@ class JobRegistry:
             if acquired:  # only if still ours: after an expiry someone else may hold it
                 self._conn.script("unlock", [name], [token])
 
+    def lock_and_read(self, job_ids: list[str], ttl_s: float | None = None) -> tuple[dict[str, str], dict[str, JobSnapshot]]:
+        """Try the controller lock of every job in ``job_ids`` and read the ones taken, in one round trip.
+
+        Returns (job id -> lock token, for the locks taken; job id -> snapshot, for those of them
+        that still exist). Release with ``unlock_many``. The reads are queued after each lock
+        attempt, so a snapshot is read under its lock.
+        """
+        if not job_ids:
+            return {}, {}
+        ttl_ms = int((ttl_s if ttl_s is not None else self.settings.control.lock_ttl_s) * 1000)
+        tokens = {job_id: uuid.uuid4().hex for job_id in job_ids}
+
+        def run() -> list:
+            pipe = self._r.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.set(keys.job_lock(job_id), tokens[job_id], nx=True, px=ttl_ms)
+                pipe.hgetall(keys.job_meta(job_id))
+                pipe.hgetall(keys.job_replicas(job_id))
+                pipe.hmget(keys.job_counts(job_id), COUNT_FIELDS)
+            return pipe.execute()
+
+        replies = self._conn.call(run)
+        taken: dict[str, str] = {}
+        snapshots: dict[str, JobSnapshot] = {}
+        for i, job_id in enumerate(job_ids):
+            got, meta, replicas, counts = replies[4 * i: 4 * i + 4]
+            if not got:
+                continue
+            taken[job_id] = tokens[job_id]
+            if meta:
+                snapshots[job_id] = JobSnapshot(
+                    record=JobRecord.model_validate(_decode(meta)),
+                    replicas=sorted((Replica.from_dict(json.loads(v)) for v in replicas.values()),
+                                    key=lambda r: (r.created_at, r.replica_id)),
+                    counts=QueueCounts(*(int(v or 0) for v in counts)))
+        return taken, snapshots
+
+    def relock_many(self, tokens: dict[str, str], ttl_s: float | None = None) -> set[str]:
+        """Extend locks taken by ``lock_and_read`` (each only if still ours); the job ids still held."""
+        if not tokens:
+            return set()
+        ttl_ms = int((ttl_s if ttl_s is not None else self.settings.control.lock_ttl_s) * 1000)
+
+        def run() -> list:
+            pipe = self._r.pipeline(transaction=False)
+            for job_id, token in tokens.items():
+                self._conn.queue_script(pipe, "relock", [keys.job_lock(job_id)], [token, ttl_ms])
+            return pipe.execute()
+
+        return {job_id for job_id, ok in zip(tokens, self._conn.call(run)) if ok}
+
+    def unlock_many(self, tokens: dict[str, str]) -> None:
+        """Release locks taken by ``lock_and_read`` (each only if still ours), in one round trip."""
+        if not tokens:
+            return
+
+        def run() -> None:
+            pipe = self._r.pipeline(transaction=False)
+            for job_id, token in tokens.items():
+                self._conn.queue_script(pipe, "unlock", [keys.job_lock(job_id)], [token])
+            pipe.execute()
+
+        self._conn.call(run)
+
     # -- controllers ------------------------------------------------------
     def heartbeat(self, controller_id: str, now: float | None = None) -> None:
         """Record that ``controller_id`` is alive (once per tick)."""
@@ -313,11 +388,6 @@ class JobRegistry:
         return sorted(reps, key=lambda r: (r.created_at, r.replica_id))
 
     # -- workers (reported by the worker processes themselves) ---------------
-    def worker_last_seen(self, job_id: str) -> dict[str, float]:
-        """worker id -> unix seconds of its last metrics report."""
-        raw = self._conn.call(lambda: self._r.zrange(keys.job_workers(job_id), 0, -1, withscores=True))
-        return {member: score / 1000.0 for member, score in raw}
-
     def worker_metrics(self, job_id: str, worker_id: str) -> dict[str, str]:
         return self._conn.call(lambda: self._r.hgetall(keys.job_worker_metrics(job_id, worker_id)))
 
@@ -339,6 +409,20 @@ class JobRegistry:
         def write() -> None:
             pipe = self._r.pipeline(transaction=True)
             self._push_event(pipe, job_id, kind, message, time.time(), **data)
+            pipe.execute()
+
+        self._conn.call(write)
+
+    def add_events(self, job_id: str, events: list[tuple[str, str]]) -> None:
+        """Several (kind, message) events of one job in one round trip."""
+        if not events:
+            return
+
+        def write() -> None:
+            pipe = self._r.pipeline(transaction=True)
+            now = time.time()
+            for kind, message in events:
+                self._push_event(pipe, job_id, kind, message, now)
             pipe.execute()
 
         self._conn.call(write)

@@ -212,6 +212,9 @@ class MemoryChunkQueue:
                                 f"{reason[: self.settings.max_error_chars]}", charge)
             return [chunk_id for _, chunk_id in taken]
 
+    def reclaim_many(self, lost: list[tuple[str, str, bool]]) -> dict[str, list[str]]:
+        return {worker_id: self.reclaim(worker_id, reason, charge) for worker_id, reason, charge in lost}
+
     def _take_back(self, job, chunk_id: str, error: str, charge: bool = True) -> None:
         """End a lease the worker lost (as reap.lua / reclaim.lua do): charged, requeue at the tail or
         dead-letter after max_attempts; uncharged, back at the head."""

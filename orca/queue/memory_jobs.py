@@ -2,7 +2,7 @@
 
 It holds the part of the registry the control loop uses -- job records (``create_job``, ``get``,
 ``find``, ``job_ids``, ``statuses``, ``update``, ``transition``), the per-job controller ``lock``,
-controller heartbeats, replicas, events and worker metrics, and no files -- with the same semantics and errors; the
+batch locks (``lock_and_read``), controller heartbeats, replicas, events and worker metrics, and no files -- with the same semantics and errors; the
 contract tests of ``tests/integration/test_jobs_registry.py`` (fixture ``any_reg``) run against
 both, so the twin cannot drift. Job fields are stored as JSON values (each read is a fresh copy),
 so a caller never shares mutable state with the store. Differences on purpose: time comes from an
@@ -22,7 +22,7 @@ from orca.clock import SYSTEM_CLOCK, Clock
 from orca.errors import JobNotFoundError, JobStateError
 from orca.fleet import Replica
 from orca.models import JobStatus
-from orca.queue.jobs import JobRecord
+from orca.queue.jobs import JobRecord, JobSnapshot
 from orca.settings import Settings, get_settings
 
 
@@ -119,6 +119,27 @@ class MemoryJobRegistry:
         finally:
             self._locks.discard(job_id)
 
+    def lock_and_read(self, job_ids: list[str], ttl_s: float | None = None) -> tuple[dict[str, str], dict[str, JobSnapshot]]:
+        """``JobRegistry.lock_and_read``: the locks taken and the snapshots of those jobs (no chunk
+        counts here: the twin holds no queue, so the controller reads them from its queue)."""
+        taken: dict[str, str] = {}
+        snapshots: dict[str, JobSnapshot] = {}
+        for job_id in job_ids:
+            if job_id in self._locks:
+                continue
+            self._locks.add(job_id)
+            taken[job_id] = job_id
+            if job_id in self._jobs:
+                snapshots[job_id] = JobSnapshot(record=self.get(job_id), replicas=self.replicas(job_id), counts=None)
+        return taken, snapshots
+
+    def relock_many(self, tokens: dict[str, str], ttl_s: float | None = None) -> set[str]:
+        return {job_id for job_id in tokens if job_id in self._locks}
+
+    def unlock_many(self, tokens: dict[str, str]) -> None:
+        for job_id in tokens:
+            self._locks.discard(job_id)
+
     # -- controllers ------------------------------------------------------
     def heartbeat(self, controller_id: str, now: float | None = None) -> None:
         self._controllers[controller_id] = self.clock.time() if now is None else now
@@ -154,6 +175,10 @@ class MemoryJobRegistry:
         return [self.worker_metrics(job_id, w) for w in worker_ids]
 
     # -- events ---------------------------------------------------------
+    def add_events(self, job_id: str, events: list[tuple[str, str]]) -> None:
+        for kind, message in events:
+            self.add_event(job_id, kind, message)
+
     def add_event(self, job_id: str, kind: str, message: str, **data: Any) -> None:
         self._push_event(job_id, kind, message, self.clock.time(), **data)
 

@@ -39,6 +39,10 @@ class QueueCounts:
         return self.total > 0 and self.done + self.dead == self.total
 
 
+#: Fields of a job's counts hash (``keys.job_counts``), in ``QueueCounts`` order.
+COUNT_FIELDS = ("pending", "leased", "done", "dead", "total")
+
+
 @dataclass(frozen=True)
 class ChunkInfo:
     chunk_id: str

@@ -138,3 +138,14 @@ def test_submit_wait_runs_the_responses_sample(orca, tmp_path):
     job = orca.json("status", r.stdout.split()[0])
     assert job["usage"]["output_tokens"] == sum(b.usage.output_tokens for b in bodies)
     assert job["endpoint"] == "/v1/responses"
+
+
+def test_bad_launcher_fields_are_refused_and_nothing_is_recorded(orca):
+    """`orca submit --launcher bogus` and `--gpu ../../etc`: one clear line each (the server's 400,
+    or the same check run by the CLI before uploading), exit code not 0, and no job recorded."""
+    r = orca("submit", str(SAMPLES / "chat.jsonl"), "--launcher", "bogus")
+    assert r.returncode != 0 and "unknown launcher 'bogus'" in r.stderr and "Traceback" not in r.stderr
+    assert orca.json("list")["data"] == []
+    r = orca("submit", str(SAMPLES / "chat.jsonl"), "--gpu", "../../etc")
+    assert r.returncode != 0 and "GPU '../../etc'" in r.stderr
+    assert orca.json("list")["data"] == []

@@ -160,6 +160,31 @@ def test_expired_holder_does_not_release_the_new_holder(reg: JobRegistry, redis_
         other.close()
 
 
+def test_batch_lock_reads_only_what_it_took_and_relock_keeps_it(reg: JobRegistry, redis_url: str) -> None:
+    other = JobRegistry(redis_url)
+    try:
+        for job_id in ("batch_1", "batch_2"):
+            reg.create_job(record(job_id))
+        reg.put_replicas([Replica("w-a", "batch_1", "p", "local", ReplicaState.RUNNING, created_at=1.0)])
+        with other.lock("batch_2", ttl_s=10) as theirs:
+            assert theirs
+            tokens, snaps = reg.lock_and_read(["batch_1", "batch_2", "batch_gone"], ttl_s=0.3)
+        assert set(tokens) == {"batch_1", "batch_gone"} and set(snaps) == {"batch_1"}
+        snap = snaps["batch_1"]
+        assert snap.record.id == "batch_1" and [r.replica_id for r in snap.replicas] == ["w-a"]
+        assert snap.counts.total == 0
+        assert reg.relock_many(tokens, ttl_s=10) == {"batch_1", "batch_gone"}
+        time.sleep(0.4)  # past the first TTL: the relock kept them
+        assert other.lock_and_read(["batch_1"])[0] == {}
+        reg.unlock_many(tokens)
+        taken, _ = other.lock_and_read(["batch_1"])
+        assert set(taken) == {"batch_1"}
+        assert reg.relock_many({"batch_1": "not-my-token"}) == set()  # someone else's lock is not extended
+        other.unlock_many(taken)
+    finally:
+        other.close()
+
+
 def test_replicas_round_trip(any_reg) -> None:
     reg = any_reg
     a = Replica("w-a", "batch_1", "cpu-local", "local", ReplicaState.RUNNING, handle="12:34", created_at=1.0, price_per_hour=0.5)

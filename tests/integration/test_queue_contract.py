@@ -302,6 +302,27 @@ def test_release_requeues_at_head_without_charge(backend: Backend) -> None:
     assert q.pool_completions() == {"new": 3}
 
 
+def test_reclaim_many_takes_back_several_workers_at_once(backend: Backend) -> None:
+    q = backend.make(max_attempts=3)
+    q.enqueue_many(["a", "b", "c"])
+    q.claim("w1", "p", n=2)
+    q.claim("w2", "p")
+    taken = q.reclaim_many([("w1", "crashed", True), ("w2", "torn down", False), ("w9", "never held", False)])
+    assert {k: sorted(v) for k, v in taken.items()} == {"w1": ["a", "b"], "w2": ["c"], "w9": []}
+    assert [q.chunk(c).attempts for c in "abc"] == [1, 1, 0]
+    assert q.reclaim_many([]) == {}
+
+
+def test_standby_is_a_set_of_pools(backend: Backend) -> None:
+    q = backend.make()
+    assert q.standby() == set()
+    q.set_standby("new", True)
+    q.set_standby("new", True)
+    assert q.standby() == {"new"}
+    q.set_standby("new", False)
+    assert q.standby() == set()
+
+
 def test_drain_and_undrain(backend: Backend) -> None:
     q = backend.make()
     q.enqueue_many(["a", "b", "c"])

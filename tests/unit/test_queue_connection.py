@@ -65,7 +65,7 @@ def test_invalid_url_is_a_queue_error() -> None:
 
 
 KEY_COMMANDS = {"HGET", "HSET", "HSETNX", "HINCRBY", "RPUSH", "LPUSH", "LPOP", "ZADD", "ZREM",
-                "ZRANGE", "ZRANGEBYSCORE", "SADD", "SREM", "SISMEMBER", "GET", "DEL"}
+                "ZRANGE", "ZRANGEBYSCORE", "SADD", "SREM", "SISMEMBER", "GET", "DEL", "PEXPIRE"}
 
 
 @pytest.mark.parametrize("name", SCRIPT_NAMES)

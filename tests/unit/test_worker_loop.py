@@ -260,3 +260,24 @@ def test_an_unreadable_chunk_is_dead_lettered(store):
         assert asyncio.run(make_worker(queue, store, fake.url, s).run()) is StopReason.FINISHED
     info = queue.chunk("broken")
     assert info.state is ChunkState.DEAD and "unreadable" in (info.last_error or "")
+
+
+def test_a_burst_worker_of_a_standby_pool_waits_for_chunks_held_elsewhere(store):
+    """A swap's new pool is on standby: its worker finds nothing pending while the old pool holds
+    the chunks, and waits instead of exiting empty; once the old worker releases, it runs them.
+    Off standby, the same worker exits empty at once."""
+    s = settings()
+    queue = queue_for(s)
+    make_job(store, queue, n_chunks=2, per_chunk=3)
+    held = queue.claim("old-1", "old", n=2)
+    with FakeOpenAIServer(slots=64, latency_s=0.005) as fake:
+        assert asyncio.run(make_worker(queue, store, fake.url, s, pool="plain").run()) is StopReason.EMPTY
+        queue.set_standby("new", True)
+        worker = make_worker(queue, store, fake.url, s, worker_id="new-1", pool="new")
+        t, result = run_in_thread(worker)
+        time.sleep(0.3)  # several idle polls
+        assert t.is_alive() and result == []
+        for lease in held:
+            queue.release(lease)
+        t.join(10)
+    assert result == [StopReason.FINISHED] and worker.chunks_done == 2
