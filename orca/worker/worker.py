@@ -12,27 +12,34 @@ to send, i.e. about one engine round before the engine would run dry: its data i
 loaded when the current chunk's last request goes out, and a worker never sits on
 chunks that idle workers of the same job could be running.
 
-Stopping: SIGTERM/SIGINT (or a serverless time budget) stops claims, releases
-chunks that have not started, gives the rest ``drain_grace_s`` to finish, then
-releases what is left (no attempt charged). A drained pool or an empty queue in
-burst mode finishes its chunks and exits. A fenced-off lease is abandoned at once
-(its requests cancelled); a hung engine loses every lease (renewals stop); an
-engine that is gone for good gets its chunks released.
+Stopping: SIGTERM/SIGINT, a serverless time budget or a preemption notice stops
+claims and halts dispatch: chunks that have not started are released at once,
+requests in flight get ``drain_grace_s`` (or what the notice leaves) to be
+answered, and then every held chunk is let go with a partial commit
+(``ChunkQueue.split``: the answered requests are committed, write-before-commit as
+always, and the rest goes back to the head of the queue; no attempt charged).
+Nothing answered is thrown away. A drained pool or an empty queue in burst mode
+finishes its chunks and exits. A fenced-off lease is abandoned at once (its
+requests cancelled; it can commit nothing); a hung engine loses every lease
+(renewals stop); an engine that is gone for good gets its chunks salvaged the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
+import secrets
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
 
 from orca.errors import EngineError, OrcaError, QueueUnavailableError, StaleLeaseError, StoreUnavailableError
+from orca.models import ChunkSplit, SplitPart
 from orca.queue.chunk_usage import ChunkUsageStore
-from orca.queue.types import Lease
+from orca.queue.types import Lease, split_children
 from orca.queue.worker_metrics import WorkerMetricsStore
 from orca.settings import Settings
 from orca.storage.base import ObjectStore
@@ -63,6 +70,7 @@ class StopReason(str, enum.Enum):
     DRAINED = "drained"            # the pool may not claim any more
     SIGNALLED = "signalled"        # SIGTERM/SIGINT or stop()
     BUDGET = "budget"              # serverless time budget ran out
+    PREEMPTED = "preempted"        # the cloud announced a preemption (spot notice)
     ENGINE_FAILED = "engine_failed"
     UNAVAILABLE = "unavailable"    # Redis or the object store stayed unreachable through retries
 
@@ -75,6 +83,9 @@ class StopReason(str, enum.Enum):
         return ExitCode.OK
 
 
+_HALTING = (StopReason.SIGNALLED, StopReason.BUDGET, StopReason.PREEMPTED)
+
+
 @dataclass
 class _Run:
     lease: Lease
@@ -85,6 +96,8 @@ class _Run:
     finished: int = 0                  # its requests answered so far (not committed until the chunk is)
     cancel_reason: str | None = None   # "release" | "stale" | "hung"
     finishing: bool = False            # committing or releasing on its own: not to be cancelled
+    raw: list[bytes] | None = None     # the chunk's request lines, by position; None until read
+    lines: dict[int, dict] = field(default_factory=dict)  # position -> output line of each answered request
 
 
 class Worker:
@@ -103,6 +116,8 @@ class Worker:
         self.usage = usage  # per-chunk token usage, recorded with each commit (the batch's ``usage``)
         self.chunks_done = 0
         self.requests_uncommitted = 0  # answered requests of held chunks (live progress for the control plane)
+        self.requests_salvaged = 0  # answered requests kept by partial commits
+        self._halt = False  # stopping: send no more requests; commit what is answered, hand the rest back
         self.stop_reason: StopReason | None = None
         self.state = "running"
         self._runs: dict[str, _Run] = {}
@@ -112,17 +127,24 @@ class Worker:
         self._drain_deadline: float | None = None  # monotonic; set by a stop signal or the budget
 
     # -- control from outside the loop ---------------------------------------
-    def stop(self, reason: StopReason = StopReason.SIGNALLED) -> None:
-        """Stop claiming and drain (thread-safe; what SIGTERM does)."""
+    def stop(self, reason: StopReason = StopReason.SIGNALLED, grace_s: float | None = None) -> None:
+        """Stop claiming and let held chunks go (thread-safe; what SIGTERM does)."""
         if self._loop is None:
             return
-        self._loop.call_soon_threadsafe(self._set_stop, reason)
+        self._loop.call_soon_threadsafe(self._set_stop, reason, grace_s)
 
-    def _set_stop(self, reason: StopReason) -> None:
+    def _set_stop(self, reason: StopReason, grace_s: float | None = None) -> None:
+        """Stop claiming. A stop from outside (signal, budget, preemption notice) also halts dispatch:
+        requests in flight get ``grace_s`` (default ``drain_grace_s``) to be answered, then every
+        held chunk is let go with a partial commit."""
         if self.stop_reason is None or reason in (StopReason.ENGINE_FAILED, StopReason.UNAVAILABLE):
             self.stop_reason = reason
-        if reason in (StopReason.SIGNALLED, StopReason.BUDGET) and self._drain_deadline is None:
-            self._drain_deadline = time.monotonic() + self.settings.worker.drain_grace_s
+        if reason in _HALTING:
+            self._halt = True
+            grace = self.settings.worker.drain_grace_s if grace_s is None else min(grace_s, self.settings.worker.drain_grace_s)
+            deadline = time.monotonic() + grace
+            if self._drain_deadline is None or deadline < self._drain_deadline:
+                self._drain_deadline = deadline
         self.state = "draining"
         if self._wake is not None:
             self._wake.set()
@@ -330,33 +352,49 @@ class Worker:
                 log.error("chunk %s holds an unreadable line: %s", chunk_id, e)
                 await asyncio.to_thread(self.queue.fail, self._lease(run), f"unreadable chunk data: {e}", False)
                 return
+            run.raw = [line for line in data.splitlines() if line.strip()]  # position i <-> requests[i]
             run.unsent = len(requests)
             self._update_room()
             if previous is not None:
                 await previous.wait()
-            def answered(task: asyncio.Future) -> None:
-                if not task.cancelled():
+
+            def answered(position: int, task: asyncio.Future) -> None:
+                if not task.cancelled() and task.exception() is None:
+                    run.lines[position] = task.result()
                     run.finished += 1
                     self.requests_uncommitted += 1
 
-            for req in requests:
+            for position, req in enumerate(requests):
+                if self._halt:
+                    break  # stopping: what is in flight finishes, the rest is handed back
                 task = await forwarder.submit(chunk_id, req)
-                task.add_done_callback(answered)
+                if self._halt:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    break
+                task.add_done_callback(functools.partial(answered, position))
                 tasks.append(task)
                 run.dispatching = True  # a request is in flight: on stop, this chunk gets the grace period
                 run.unsent -= 1
                 if run.unsent <= self.concurrency:
                     self._update_room()
             done_dispatching()
-            lines = await asyncio.gather(*tasks)
+            if tasks:
+                await asyncio.wait(tasks)
+            for t in tasks:
+                if t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]  # EngineError: the engine is gone
             run.finishing = True
-            await self._commit(run, lines)
+            if len(run.lines) == len(requests):
+                await self._commit(run, [run.lines[i] for i in range(len(requests))])
+            else:
+                await self._salvage(run, len(requests))
         except asyncio.CancelledError:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if run.cancel_reason == "release":
-                await self._release(run)
+                await self._salvage(run, None)
             elif run.cancel_reason is None:
                 raise
             else:
@@ -369,12 +407,12 @@ class Worker:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self._release(run)
+            await self._salvage(run, None)
             self._set_stop(StopReason.ENGINE_FAILED)
         except (QueueUnavailableError, StoreUnavailableError) as e:
             run.finishing = True
             log.error("chunk %s: %s", chunk_id, e)
-            await self._release(run)
+            await self._salvage(run, None)
             self._set_stop(StopReason.UNAVAILABLE)
         except OrcaError as e:
             run.finishing = True
@@ -403,6 +441,50 @@ class Worker:
             await asyncio.to_thread(self.usage.record, self.job_id, lease.chunk_id, lease.generation, lines_usage(lines))
         await asyncio.to_thread(self.queue.complete, lease)
         self.chunks_done += 1
+
+    async def _salvage(self, run: _Run, n_requests: int | None) -> None:
+        """The chunk must be let go: commit what was answered, hand the rest back (no attempt charged).
+
+        All answered: a normal commit. Nothing answered: a plain release. Otherwise a partial
+        commit under the lease (``ChunkQueue.split``): the answered part's data, its output and the
+        rest's data are written first, then the split record, then the fenced split (the commit
+        point); a stale lease gets STALE and its objects are never referenced.
+        """
+        n = len(run.raw) if n_requests is None else n_requests
+        try:
+            if run.raw is None or not run.lines:
+                await self._release(run)
+            elif len(run.lines) == n:
+                await self._commit(run, [run.lines[i] for i in range(n)])
+            else:
+                await self._split(run, n)
+        except StaleLeaseError:
+            log.warning("lease on chunk %s was fenced off before its partial commit: nothing kept", run.lease.chunk_id)
+        except OrcaError as e:  # the lease will expire and be reaped instead
+            log.warning("partial commit of chunk %s failed: %s", run.lease.chunk_id, e)
+
+    async def _split(self, run: _Run, n: int) -> None:
+        assert run.raw is not None
+        lease = await asyncio.to_thread(self.queue.renew, self._lease(run))  # fence check before writing
+        self.book.update(lease)
+        tag = f"{lease.generation}{secrets.token_hex(3)}"
+        answered_id, rest_id = split_children(lease.chunk_id, tag)
+        done = sorted(run.lines)
+        rest = [i for i in range(n) if i not in run.lines]
+        put = self.store.put_bytes
+        await asyncio.to_thread(put, self.layout.chunk(answered_id), b"".join(run.raw[i] + b"\n" for i in done))
+        await asyncio.to_thread(put, self.layout.chunk_output(answered_id, 1), encode_lines([run.lines[i] for i in done]))
+        await asyncio.to_thread(put, self.layout.chunk(rest_id), b"".join(run.raw[i] + b"\n" for i in rest))
+        record = ChunkSplit(chunk_id=lease.chunk_id, tag=tag, answered=SplitPart(chunk_id=answered_id, positions=done),
+                            rest=SplitPart(chunk_id=rest_id, positions=rest))
+        await asyncio.to_thread(put, self.layout.split(lease.chunk_id, tag), record.model_dump_json().encode())
+        if self.usage is not None:  # the answered part's usage, before it commits
+            await asyncio.to_thread(self.usage.record, self.job_id, answered_id, 1,
+                                    lines_usage([run.lines[i] for i in done]))
+        await asyncio.to_thread(self.queue.split, lease, tag)
+        self.chunks_done += 1
+        self.requests_salvaged += len(done)
+        log.info("chunk %s: kept %d answered request(s), handed %d back as %s", lease.chunk_id, len(done), len(rest), rest_id)
 
     async def _release(self, run: _Run) -> None:
         try:
