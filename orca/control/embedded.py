@@ -284,8 +284,23 @@ def _stop_local_workers(settings: Settings, redis_url: str) -> None:
             registry.put_replica(launcher.drain(replica))
         for replica in live:
             registry.put_replica(launcher.terminate(replica))
+        _reclaim_uncharged(settings, registry, live, "stopped by orca down")
     finally:
         registry.close()
+
+
+def _reclaim_uncharged(settings: Settings, registry: JobRegistry, replicas: list, reason: str) -> None:
+    """Chunks still leased to workers the stack itself stopped go back to the head of their queue
+    now, with no attempt charged: the stack's restart is not the chunks' fault (dead-lettering
+    counts only failures a chunk can cause)."""
+    from orca.queue import ChunkQueue
+
+    for replica in replicas:
+        with ChunkQueue(registry.redis_url, replica.job_id, settings.queue) as queue:
+            taken = queue.reclaim(replica.replica_id, reason, charge=False)
+        if taken:
+            registry.add_event(replica.job_id, "reclaimed", f"{len(taken)} chunk(s) of {replica.replica_id} "
+                               f"returned to the queue uncharged ({reason})")
 
 
 def main(argv: list[str] | None = None) -> None:
