@@ -75,6 +75,14 @@ class WorkerSettings(BaseModel):
     connections_per_client: int = Field(8, description="HTTP connections per pooled client: httpcore scans its whole pool on every event, so many small pools beat one big one.")
     retry_after_max_s: float = Field(30.0, description="Longest Retry-After from an engine the worker honours before retrying a 429/503.")
     tick_s: float = Field(0.2, description="Heartbeat thread wake-up period: renewals, stall checks and metrics run on this grid.")
+    preemption_notices: str = Field("off", description="Cloud preemption notices the worker watches: off, aws, gcp, or auto (whichever metadata server answers); SkyPilot spot workers get auto.")
+    preemption_poll_s: float = Field(5.0, description="Notice poll period: AWS's recommended 5 s leaves 115 of its 120 s notice (GCP gives 30 s).")
+    aws_metadata_url: str = Field("http://169.254.169.254", description="AWS instance metadata base URL (IMDSv2); tests point it at a local fake.")
+    gcp_metadata_url: str = Field("http://metadata.google.internal", description="GCP metadata server base URL; tests point it at a local fake.")
+    metadata_timeout_s: float = Field(2.0, description="Metadata request timeout: link-local servers answer in milliseconds, and off-cloud the probe must not stall start-up.")
+    gcp_notice_s: float = Field(30.0, description="Time GCP leaves between setting `preempted` and stopping the VM.")
+    notice_margin_s: float = Field(10.0, description="Time kept before an announced termination for the partial commit's writes and a clean exit.")
+    redis_outage_s: float = Field(120.0, description="How long a worker rides out an unreachable Redis with its leases held (a local redis-server restart takes seconds) before it gives up.")
 
 
 class EngineSettings(BaseModel):

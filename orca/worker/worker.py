@@ -50,6 +50,7 @@ from orca.worker.forwarder import Forwarder
 from orca.worker.heartbeat import Heartbeat, LeaseBook
 from orca.worker.meter import Meter
 from orca.worker.output import encode_lines, parse_chunk
+from orca.worker.preemption import NoticeWatcher
 
 log = logging.getLogger("orca.worker")
 
@@ -117,6 +118,7 @@ class Worker:
         self.chunks_done = 0
         self.requests_uncommitted = 0  # answered requests of held chunks (live progress for the control plane)
         self.requests_salvaged = 0  # answered requests kept by partial commits
+        self.notice = ""  # the cloud's preemption notice, once seen
         self._halt = False  # stopping: send no more requests; commit what is answered, hand the rest back
         self.stop_reason: StopReason | None = None
         self.state = "running"
@@ -149,6 +151,11 @@ class Worker:
         if self._wake is not None:
             self._wake.set()
 
+    def _on_notice(self, notice: str, seconds_left: float) -> None:
+        """The cloud will take this machine in ``seconds_left``: stop, and let chunks go before it does."""
+        self.notice = notice
+        self.stop(StopReason.PREEMPTED, grace_s=max(0.0, seconds_left - self.settings.worker.notice_margin_s))
+
     def _on_stale(self, chunk_id: str) -> None:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._cancel_run, chunk_id, "stale")
@@ -173,7 +180,8 @@ class Worker:
     def _describe(self) -> dict:
         return {"worker_id": self.worker_id, "pool": self.pool, "state": self.state,
                 "engine": self.engine.kind, "chunks_done": self.chunks_done,
-                "requests_uncommitted": self.requests_uncommitted}
+                "requests_uncommitted": self.requests_uncommitted, "requests_salvaged": self.requests_salvaged,
+                "notice": self.notice}
 
     # -- main loop -------------------------------------------------------------
     async def run(self) -> StopReason:
@@ -187,6 +195,10 @@ class Worker:
         heartbeat = Heartbeat(self.queue, self.book, self.meter, self.queue.settings, self.settings.worker,
                               self._on_stale, self._on_hung, self.metrics, self._describe)
         heartbeat.start()
+        watcher = None
+        if self.settings.worker.preemption_notices != "off":
+            watcher = NoticeWatcher(self.settings.worker, self._on_notice)
+            watcher.start()
         budget = None
         if self.time_budget_s is not None:
             claim_for = max(0.0, self.time_budget_s - self.settings.worker.drain_grace_s)
@@ -201,6 +213,8 @@ class Worker:
         finally:
             if budget is not None:
                 budget.cancel()
+            if watcher is not None:
+                watcher.stop()
             for sig in signals:
                 self._loop.remove_signal_handler(sig)
             heartbeat.stop()
