@@ -153,6 +153,10 @@ class ControlSettings(BaseModel):
     tls_certfile: str | None = Field(None, description="TLS certificate for `orca server` (with tls_keyfile): tokens and data are encrypted on the wire.")
     tls_keyfile: str | None = Field(None, description="TLS private key for `orca server`.")
     behind_tls_proxy: bool = Field(False, description="A TLS-terminating proxy fronts `orca server`: silences the warning about serving beyond loopback without TLS.")
+    supervise_every_s: float = Field(1.0, description="Embedded supervisor check period: a killed redis-server, server or RQ worker is restarted within about this plus its start time.")
+    reconnect_backoff_max_s: float = Field(2.0, description="Longest wait between the RQ worker's Redis reconnect attempts: a restarted local Redis is back in use within seconds.")
+    reconnect_max_s: float = Field(600.0, description="How long the RQ worker keeps reconnecting to a lost Redis before it exits (the supervisor then starts a fresh one).")
+    unavailable_log_every_s: float = Field(10.0, description="The API logs an unreachable Redis or store at most this often, one line each, instead of a traceback per request.")
 
 
 class RetentionSettings(BaseModel):

@@ -247,7 +247,7 @@ class Worker:
                 waiting.release()
                 self._set_stop(StopReason.ENGINE_FAILED)
                 break
-            leases = await asyncio.to_thread(self.queue.claim, self.worker_id, self.pool, 1)
+            leases = await self._q(self.queue.claim, self.worker_id, self.pool, 1)
             if not leases:
                 waiting.release()
                 reason = await self._why_nothing_to_claim()
@@ -309,14 +309,14 @@ class Worker:
 
     async def _why_nothing_to_claim(self) -> StopReason | None:
         """Why a claim came back empty, if that should end the worker."""
-        draining = await asyncio.to_thread(self.queue.draining)
+        draining = await self._q(self.queue.draining)
         if self.pool in draining:
             return StopReason.DRAINED
-        counts = await asyncio.to_thread(self.queue.counts)
+        counts = await self._q(self.queue.counts)
         if counts.finished:
             return StopReason.FINISHED
         if self.burst and not self._runs and counts.pending == 0:
-            if counts.leased and self.pool in await asyncio.to_thread(self.queue.standby):
+            if counts.leased and self.pool in await self._q(self.queue.standby):
                 return None  # a swap is moving chunks to this pool: wait for them
             return StopReason.EMPTY
         return None
@@ -364,7 +364,7 @@ class Worker:
             except (ValueError, KeyError, TypeError) as e:
                 run.finishing = True
                 log.error("chunk %s holds an unreadable line: %s", chunk_id, e)
-                await asyncio.to_thread(self.queue.fail, self._lease(run), f"unreadable chunk data: {e}", False)
+                await self._q(self.queue.fail, self._lease(run), f"unreadable chunk data: {e}", False)
                 return
             run.raw = [line for line in data.splitlines() if line.strip()]  # position i <-> requests[i]
             run.unsent = len(requests)
@@ -432,7 +432,7 @@ class Worker:
             run.finishing = True
             log.error("chunk %s failed: %s", chunk_id, e)
             try:
-                await asyncio.to_thread(self.queue.fail, self._lease(run), str(e), True)
+                await self._q(self.queue.fail, self._lease(run), str(e), True)
             except OrcaError as e2:
                 log.warning("could not fail chunk %s: %s", chunk_id, e2)
         finally:
@@ -442,18 +442,34 @@ class Worker:
             self._runs.pop(chunk_id, None)
             self._update_room()
 
+    async def _q(self, call, *args):
+        """A queue call off the loop that rides out a Redis outage of up to ``worker.redis_outage_s``
+        (leases stay held: the heartbeat renews them as soon as Redis answers again)."""
+        outage_since: float | None = None
+        while True:
+            try:
+                return await asyncio.to_thread(call, *args)
+            except QueueUnavailableError as e:
+                now = time.monotonic()
+                if outage_since is None:
+                    outage_since = now
+                    log.warning("Redis unreachable (%s); riding it out for up to %.0f s", e, self.settings.worker.redis_outage_s)
+                if now - outage_since >= self.settings.worker.redis_outage_s:
+                    raise
+                await asyncio.sleep(self.queue.settings.retry_backoff_s)
+
     def _lease(self, run: _Run) -> Lease:
         return self.book.get(run.lease.chunk_id) or run.lease
 
     async def _commit(self, run: _Run, lines: list[dict]) -> None:
         """Fence check, upload under the lease's generation, then complete (the commit point)."""
-        lease = await asyncio.to_thread(self.queue.renew, self._lease(run))
+        lease = await self._q(self.queue.renew, self._lease(run))
         self.book.update(lease)
         key = self.layout.chunk_output(lease.chunk_id, lease.generation)
         await asyncio.to_thread(self.store.put_bytes, key, encode_lines(lines))
         if self.usage is not None:  # before the commit, so every committed output has its usage
-            await asyncio.to_thread(self.usage.record, self.job_id, lease.chunk_id, lease.generation, lines_usage(lines))
-        await asyncio.to_thread(self.queue.complete, lease)
+            await self._q(self.usage.record, self.job_id, lease.chunk_id, lease.generation, lines_usage(lines))
+        await self._q(self.queue.complete, lease)
         self.chunks_done += 1
 
     async def _salvage(self, run: _Run, n_requests: int | None) -> None:
@@ -479,7 +495,7 @@ class Worker:
 
     async def _split(self, run: _Run, n: int) -> None:
         assert run.raw is not None
-        lease = await asyncio.to_thread(self.queue.renew, self._lease(run))  # fence check before writing
+        lease = await self._q(self.queue.renew, self._lease(run))  # fence check before writing
         self.book.update(lease)
         tag = f"{lease.generation}{secrets.token_hex(3)}"
         answered_id, rest_id = split_children(lease.chunk_id, tag)
@@ -493,16 +509,16 @@ class Worker:
                             rest=SplitPart(chunk_id=rest_id, positions=rest))
         await asyncio.to_thread(put, self.layout.split(lease.chunk_id, tag), record.model_dump_json().encode())
         if self.usage is not None:  # the answered part's usage, before it commits
-            await asyncio.to_thread(self.usage.record, self.job_id, answered_id, 1,
+            await self._q(self.usage.record, self.job_id, answered_id, 1,
                                     lines_usage([run.lines[i] for i in done]))
-        await asyncio.to_thread(self.queue.split, lease, tag)
+        await self._q(self.queue.split, lease, tag)
         self.chunks_done += 1
         self.requests_salvaged += len(done)
         log.info("chunk %s: kept %d answered request(s), handed %d back as %s", lease.chunk_id, len(done), len(rest), rest_id)
 
     async def _release(self, run: _Run) -> None:
         try:
-            await asyncio.to_thread(self.queue.release, self._lease(run))
+            await self._q(self.queue.release, self._lease(run))
             log.info("released chunk %s", run.lease.chunk_id)
         except StaleLeaseError:
             pass
