@@ -129,7 +129,7 @@ def run_worker(redis_url: str, settings: Settings, name: str | None = None, burs
             worker = Worker([Queue(keys.RQ_QUEUE, connection=conn)], connection=conn, name=name)
             worker.max_connection_wait_time = settings.control.reconnect_backoff_max_s
             worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
-            if burst or worker._stop_requested:
+            if burst or worker._shutdown_requested_date is not None:  # SIGTERM/SIGINT, idle or busy
                 return
             log.warning("RQ worker loop ended (Redis lost?); reconnecting")
     except (redis.ConnectionError, redis.TimeoutError) as exc:
