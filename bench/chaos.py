@@ -175,7 +175,7 @@ class Chaos:
                         self.signature = sig
             except httpx.HTTPError:
                 pass
-            stop.wait(0.1)
+            stop.wait(0.25)
 
     def recovery(self) -> list[float]:
         out = []
