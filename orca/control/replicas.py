@@ -133,11 +133,13 @@ class ReplicaCalls:
     def _changed(self, record: JobRecord, old: Replica, new: Replica) -> Replica:
         """Events, failure count and reclaim for a replica that changed state; returns the record to write
         (a worker that ended on the cloud's preemption notice is ``preempted``, the notice its reason)."""
-        if old.state.live and not new.state.live:
+        if not new.state.live and new.state is not ReplicaState.PREEMPTED:
+            # (also when a late poll of the same replica lands after it ended: the notice stays the reason)
             notice = (self.registry.worker_metrics(record.id, new.replica_id) or {}).get("notice")
             if notice:
                 new = dataclasses.replace(new, state=ReplicaState.PREEMPTED, message=f"preemption notice: {notice}")
-                self.registry.add_event(record.id, "preemption_notice", f"{new.replica_id}: {notice}")
+                if old.state.live:
+                    self.registry.add_event(record.id, "preemption_notice", f"{new.replica_id}: {notice}")
         if self._observe is not None:
             self._observe(record, old, new)
         if new.state is ReplicaState.FAILED and old.state is not ReplicaState.FAILED:

@@ -39,15 +39,20 @@ def test_a_preemption_notice_is_recorded_and_charges_nothing(redis_url: str, tmp
             out = lines(client, job["id"], "results")
             assert sorted(x["custom_id"] for x in out) == sorted(f"req-{i}" for i in range(24))
             replicas = {r.replica_id: r for r in svc.registry.replicas(job["id"])}
-            assert all(replicas[w].state.value == "preempted" and "preemption notice: aws spot instance-action"
-                       in replicas[w].message for w in first)
+            # a worker that exited before the notice (nothing left for it) ends as usual; every one that saw it
+            # is recorded as preempted, with the notice as its reason
+            noticed = {w for w in first if svc.registry.worker_metrics(job["id"], w).get("notice")}
+            assert noticed
+            ended = {w: (replicas[w].state.value, replicas[w].message) for w in noticed}
+            assert all(state == "preempted" and "preemption notice: aws spot instance-action" in message
+                       for state, message in ended.values()), ended
             events = client.get(f"/api/jobs/{job['id']}/logs").json()
-            assert sum(1 for e in events if e["kind"] == "preemption_notice") == len(first)
+            assert {e["message"].split(":")[0] for e in events if e["kind"] == "preemption_notice"} == noticed
             queue = svc.queue(job["id"])
             assert all(queue.chunk(c).attempts == 0 for c in queue.committed_generations())
             assert queue.dead_chunks() == {}
         finally:
             for r in svc.registry.replicas(job["id"]):
                 if r.state.live:
-                    controller.launcher({"launcher": "local"}).terminate(r)
+                    controller.launcher("local").terminate(r)
             svc.close()
