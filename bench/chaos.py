@@ -297,6 +297,7 @@ def main() -> None:
     p.add_argument("--cancel", action="store_true", help="cancel the job mid-run, under the same faults")
     p.add_argument("--timeout", type=float, default=900)
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped bench still takes its stack down
     from orca.queue.embedded import free_port
 
     with tempfile.TemporaryDirectory(prefix="orca-chaos-") as tmp:
