@@ -191,8 +191,15 @@ def create_app(service: OrcaService) -> FastAPI:
     """The control plane app over ``service`` (the caller owns the service's lifetime)."""
     app = FastAPI(title="orca control plane", version="0.1.0", responses=ERROR_RESPONSES)
     app.state.service = service
+    outage = health.OutageAnswer(service.settings)
+
+    def respond(exc: OrcaError) -> JSONResponse:
+        if isinstance(exc, (QueueUnavailableError, StoreUnavailableError)):
+            return outage(exc)
+        return _orca_error_response(exc)
+
     api_token = bearer(service)
-    app.add_middleware(AuthGate, service=service, respond=_orca_error_response,
+    app.add_middleware(AuthGate, service=service, respond=respond,
                        credentials={"/api/": api_token, "/v1/": api_token, "/dashboard/api/": cookie_credential(app)},
                        prechecks={("POST", "/api/jobs"): service.check_quota, ("POST", "/dashboard/api/jobs"): service.check_quota})
     metrics = CollectorRegistry(auto_describe=False)
@@ -202,8 +209,6 @@ def create_app(service: OrcaService) -> FastAPI:
     @app.exception_handler(OrcaError)
     async def _orca_error(_: Request, exc: OrcaError) -> JSONResponse:
         return _orca_error_response(exc)
-
-    outage = health.OutageAnswer(service.settings)
 
     @app.exception_handler(QueueUnavailableError)
     @app.exception_handler(StoreUnavailableError)
