@@ -47,7 +47,8 @@ def test_a_preemption_notice_is_recorded_and_charges_nothing(redis_url: str, tmp
             assert all(state == "preempted" and "preemption notice: aws spot instance-action" in message
                        for state, message in ended.values()), ended
             events = client.get(f"/api/jobs/{job['id']}/logs").json()
-            assert {e["message"].split(":")[0] for e in events if e["kind"] == "preemption_notice"} == noticed
+            # (a replacement started before the notice was cleared may have seen it too)
+            assert {e["message"].split(":")[0] for e in events if e["kind"] == "preemption_notice"} >= noticed
             queue = svc.queue(job["id"])
             assert all(queue.chunk(c).attempts == 0 for c in queue.committed_generations())
             assert queue.dead_chunks() == {}
