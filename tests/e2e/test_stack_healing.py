@@ -47,7 +47,7 @@ def test_orca_down_gives_held_chunks_back_uncharged(stubborn_stack: Stack) -> No
     stack = stubborn_stack
     job = stack.submit(batch(40, 60.0))  # nothing finishes: every held chunk is still leased at `down`
     stack.wait(job["id"], lambda j: j["progress"]["chunks_leased"] >= 2, what="workers holding chunks")
-    redis_url = stack.status.redis_url
+    redis_url = embedded.redis_url(stack.settings)  # with its password (status shows it redacted)
     embedded.down(stack.settings, keep_redis=True)
     with ChunkQueue(redis_url, job["id"], stack.settings.queue) as queue:
         counts = queue.counts()
