@@ -296,12 +296,13 @@ def main() -> None:
     p.add_argument("--latency", type=float, default=0.1, help="fake engine seconds per request")
     p.add_argument("--cancel", action="store_true", help="cancel the job mid-run, under the same faults")
     p.add_argument("--timeout", type=float, default=900)
+    p.add_argument("--keep", metavar="DIR", help="run the stack under DIR and keep it (logs, answer logs) for a post-mortem")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped bench still takes its stack down
     from orca.queue.embedded import free_port
 
     with tempfile.TemporaryDirectory(prefix="orca-chaos-") as tmp:
-        home = Path(tmp) / "orca"
+        home = Path(args.keep or tmp) / "orca"
         os.environ.update(stack_env(home, free_port(), args.latency))
         for k in ("ORCA_REDIS_URL", "ORCA_STORE_URL", "ORCA_API_URL", "ORCA_API_TOKEN"):
             os.environ.pop(k, None)
