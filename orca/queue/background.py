@@ -85,13 +85,21 @@ class Background:
 
 
 def requeue_abandoned_steps(conn: redis.Redis) -> None:
-    """Retry (or fail, once out of retries) every step RQ still lists as started.
+    """Queue again every step a dead worker had dequeued but not started; retry (or fail, once out of
+    retries) every step RQ still lists as started.
 
     Only for a deployment with a single RQ worker (the embedded stack), called as that worker
     (re)starts: nothing can be running then, so a started step belonged to a worker that was
     killed. RQ's own detection waits for the dead worker's heartbeat to expire (minutes).
     """
-    StartedJobRegistry(queue=Queue(keys.RQ_QUEUE, connection=conn)).cleanup(timestamp=time.time() + 10 * 365 * 86400)
+    queue = Queue(keys.RQ_QUEUE, connection=conn)
+    intermediate = queue.intermediate_queue  # dequeued (moved here) but not yet started when the worker died
+    for step_id in intermediate.get_job_ids():
+        if step_id not in queue.started_job_registry:
+            intermediate.remove(step_id)
+            if queue.fetch_job(step_id) is not None:
+                queue.push_job_id(step_id, at_front=True)
+    StartedJobRegistry(queue=queue).cleanup(timestamp=time.time() + 10 * 365 * 86400)
 
 
 def _wait_for_redis(conn: redis.Redis, settings: Settings) -> None:
