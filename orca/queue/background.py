@@ -93,13 +93,14 @@ def requeue_abandoned_steps(conn: redis.Redis) -> None:
     killed. RQ's own detection waits for the dead worker's heartbeat to expire (minutes).
     """
     queue = Queue(keys.RQ_QUEUE, connection=conn)
-    intermediate = queue.intermediate_queue  # dequeued (moved here) but not yet started when the worker died
-    for step_id in intermediate.get_job_ids():
-        if step_id not in queue.started_job_registry:
-            intermediate.remove(step_id)
-            if queue.fetch_job(step_id) is not None:
-                queue.push_job_id(step_id, at_front=True)
     StartedJobRegistry(queue=queue).cleanup(timestamp=time.time() + 10 * 365 * 86400)
+    intermediate = queue.intermediate_queue  # dequeued (moved here) but not started when the worker died
+    waiting = set(queue.get_job_ids())
+    for step_id in intermediate.get_job_ids():
+        intermediate.remove(step_id)
+        step = queue.fetch_job(step_id)
+        if step is not None and step.get_status(refresh=False) == RQStatus.QUEUED and step_id not in waiting:
+            queue.push_job_id(step_id, at_front=True)
 
 
 def _wait_for_redis(conn: redis.Redis, settings: Settings) -> None:

@@ -23,6 +23,14 @@ def test_a_step_dequeued_by_a_killed_worker_is_queued_again(redis_url: str) -> N
         requeue_abandoned_steps(conn)
         assert queue.get_job_ids() == ["ingest-job1"] and queue.intermediate_queue.get_job_ids() == []
         assert background.step_status("ingest-job1") == "queued"
+        requeue_abandoned_steps(conn)  # nothing abandoned now: nothing queued twice
+        assert queue.get_job_ids() == ["ingest-job1"]
+
+        # killed after registering the execution but before marking the step started
+        conn.lmove(queue.key, queue.intermediate_queue.key)
+        conn.zadd(queue.started_job_registry.key, {"ingest-job1:exec1": 1})
+        requeue_abandoned_steps(conn)
+        assert queue.get_job_ids() == ["ingest-job1"] and queue.intermediate_queue.get_job_ids() == []
     finally:
         background.close()
         conn.close()
