@@ -42,6 +42,20 @@ class ChunkManifest(BaseModel):
         return len(self.lines)
 
 
+class SplitPart(BaseModel):
+    chunk_id: str
+    positions: list[int] = Field(description="0-based positions in the parent chunk (ascending) of this part's requests.")
+
+
+class ChunkSplit(BaseModel):
+    """A partial commit of a chunk (``JobLayout.split``): the answered part and the rest replace it."""
+
+    chunk_id: str
+    tag: str
+    answered: SplitPart
+    rest: SplitPart
+
+
 class ValidationIssue(BaseModel):
     """One input-file problem, shaped like an OpenAI batch error."""
 

@@ -75,6 +75,14 @@ class WorkerSettings(BaseModel):
     connections_per_client: int = Field(8, description="HTTP connections per pooled client: httpcore scans its whole pool on every event, so many small pools beat one big one.")
     retry_after_max_s: float = Field(30.0, description="Longest Retry-After from an engine the worker honours before retrying a 429/503.")
     tick_s: float = Field(0.2, description="Heartbeat thread wake-up period: renewals, stall checks and metrics run on this grid.")
+    preemption_notices: str = Field("off", description="Cloud preemption notices the worker watches: off, aws, gcp, or auto (whichever metadata server answers); SkyPilot spot workers get auto.")
+    preemption_poll_s: float = Field(5.0, description="Notice poll period: AWS's recommended 5 s leaves 115 of its 120 s notice (GCP gives 30 s).")
+    aws_metadata_url: str = Field("http://169.254.169.254", description="AWS instance metadata base URL (IMDSv2); tests point it at a local fake.")
+    gcp_metadata_url: str = Field("http://metadata.google.internal", description="GCP metadata server base URL; tests point it at a local fake.")
+    metadata_timeout_s: float = Field(2.0, description="Metadata request timeout: link-local servers answer in milliseconds, and off-cloud the probe must not stall start-up.")
+    gcp_notice_s: float = Field(30.0, description="Time GCP leaves between setting `preempted` and stopping the VM.")
+    notice_margin_s: float = Field(10.0, description="Time kept before an announced termination for the partial commit's writes and a clean exit.")
+    redis_outage_s: float = Field(120.0, description="How long a worker rides out an unreachable Redis with its leases held (a local redis-server restart takes seconds) before it gives up.")
 
 
 class EngineSettings(BaseModel):
@@ -145,6 +153,10 @@ class ControlSettings(BaseModel):
     tls_certfile: str | None = Field(None, description="TLS certificate for `orca server` (with tls_keyfile): tokens and data are encrypted on the wire.")
     tls_keyfile: str | None = Field(None, description="TLS private key for `orca server`.")
     behind_tls_proxy: bool = Field(False, description="A TLS-terminating proxy fronts `orca server`: silences the warning about serving beyond loopback without TLS.")
+    supervise_every_s: float = Field(1.0, description="Embedded supervisor check period: a killed redis-server, server or RQ worker is restarted within about this plus its start time.")
+    reconnect_backoff_max_s: float = Field(2.0, description="Longest wait between the RQ worker's Redis reconnect attempts: a restarted local Redis is back in use within seconds.")
+    reconnect_max_s: float = Field(600.0, description="How long the RQ worker keeps reconnecting to a lost Redis before it exits (the supervisor then starts a fresh one).")
+    unavailable_log_every_s: float = Field(10.0, description="The API logs an unreachable Redis or store at most this often, one line each, instead of a traceback per request.")
 
 
 class RetentionSettings(BaseModel):

@@ -25,6 +25,7 @@ from typing import BinaryIO
 import numpy as np
 
 from orca.assembler.sources import ChunkSource, CommittedSource, ErrorSource
+from orca.assembler.splits import expand_splits
 from orca.errors import AssemblyError, ObjectNotFoundError
 from orca.ingest.ingest import iter_manifests
 from orca.models import ChunkManifest
@@ -54,16 +55,20 @@ class AssembleResult:
 def assemble(store: ObjectStore, job_id: str, committed: dict[str, int], dead: dict[str, str],
              manifests: Iterable[ChunkManifest] | None = None, final: bool = True, *,
              output_key: str | None = None, errors_key: str | None = None,
-             unfinished_code: str | None = None, window_lines: int = WINDOW_LINES) -> AssembleResult:
+             unfinished_code: str | None = None, window_lines: int = WINDOW_LINES,
+             splits: dict[str, str] | None = None) -> AssembleResult:
     """Write the job's output and error files (default keys: ``JobLayout.output``/``errors``).
 
     ``committed``: chunk id -> committed generation; ``dead``: chunk id -> last error.
-    ``manifests`` defaults to the job's stored manifests.
+    ``manifests`` defaults to the job's stored manifests. ``splits`` (chunk id -> tag, from
+    ``ChunkQueue.splits``): partially committed chunks, replaced by their children.
     """
     layout = JobLayout(job_id)
     output_key = output_key or layout.output
     errors_key = errors_key or layout.errors
     manifests = iter_manifests(store, job_id) if manifests is None else manifests
+    if splits:
+        manifests = expand_splits(store, job_id, manifests, splits)
     total = missing = 0
     known: set[str] = set()
     with ExitStack() as stack:

@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from orca.control import dashboard
+from orca.control import dashboard, health
 from orca.control.auth import Principal, get_service, require_principal, require_user
 from orca.control.dashboard.session import cookie_credential
 from orca.control.gate import AuthGate, bearer
@@ -32,7 +32,8 @@ from orca.control.service import OrcaService
 from orca.control.users_api import router as users_router
 from orca.errors import (
     ApiError, AuthError, ConfigError, InputValidationError, JobNotFoundError, JobStateError, OrcaError,
-    PayloadTooLargeError, PermissionDeniedError, PlanInfeasibleError, QuotaExceededError,
+    PayloadTooLargeError, PermissionDeniedError, PlanInfeasibleError, QuotaExceededError, QueueUnavailableError,
+    StoreUnavailableError,
 )
 from orca.launchers.base import ReplicaState
 from orca.models import JobStatus
@@ -190,8 +191,15 @@ def create_app(service: OrcaService) -> FastAPI:
     """The control plane app over ``service`` (the caller owns the service's lifetime)."""
     app = FastAPI(title="orca control plane", version="0.1.0", responses=ERROR_RESPONSES)
     app.state.service = service
+    outage = health.OutageAnswer(service.settings)
+
+    def respond(exc: OrcaError) -> JSONResponse:
+        if isinstance(exc, (QueueUnavailableError, StoreUnavailableError)):
+            return outage(exc)
+        return _orca_error_response(exc)
+
     api_token = bearer(service)
-    app.add_middleware(AuthGate, service=service, respond=_orca_error_response,
+    app.add_middleware(AuthGate, service=service, respond=respond,
                        credentials={"/api/": api_token, "/v1/": api_token, "/dashboard/api/": cookie_credential(app)},
                        prechecks={("POST", "/api/jobs"): service.check_quota, ("POST", "/dashboard/api/jobs"): service.check_quota})
     metrics = CollectorRegistry(auto_describe=False)
@@ -201,6 +209,11 @@ def create_app(service: OrcaService) -> FastAPI:
     @app.exception_handler(OrcaError)
     async def _orca_error(_: Request, exc: OrcaError) -> JSONResponse:
         return _orca_error_response(exc)
+
+    @app.exception_handler(QueueUnavailableError)
+    @app.exception_handler(StoreUnavailableError)
+    async def _unavailable(_: Request, exc: OrcaError) -> JSONResponse:
+        return outage(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -220,8 +233,8 @@ def create_app(service: OrcaService) -> FastAPI:
         return JSONResponse(error_body("server_error", "internal error"), status_code=500)
 
     @app.get("/healthz")
-    def healthz() -> dict:
-        return {"ok": True}
+    def healthz() -> JSONResponse:
+        return health.healthz(service)
 
     @app.get("/metrics", response_class=Response, responses=_body_of("text/plain", "Prometheus text exposition format"))
     def prometheus() -> Response:

@@ -35,8 +35,9 @@ def assemble_into(store: ObjectStore, record: JobRecord, queue: ChunkQueue, part
     layout = JobLayout(record.id)
     if partial:
         result = assemble(store, record.id, queue.committed_generations(), queue.dead_chunks(), final=False,
-                          output_key=partial_key(layout, False), errors_key=partial_key(layout, True))
+                          output_key=partial_key(layout, False), errors_key=partial_key(layout, True),
+                          splits=queue.splits())
     else:
         result = assemble(store, record.id, queue.committed_generations(), queue.dead_chunks(), final=True,
-                          unfinished_code=unfinished_code(record.status))
+                          unfinished_code=unfinished_code(record.status), splits=queue.splits())
     return {"completed": result.n_output, "failed": result.n_errors, "not_run": result.missing}

@@ -96,6 +96,10 @@ class Controller:
         self._live_controllers: set[str] = {self.id}
         self.retention = Retention(service)  # deletes expired files every retention.every_s
         self._samples = samples or ProgressSampler(service)  # the dashboard's progress/cost charts
+        # Reaping waits one renewal period after this controller starts or Redis restarts: leases
+        # whose expiry passed while nobody could renew them are live workers' until they had a chance.
+        self._reap_after = self.clock.monotonic() + self.settings.queue.renew_every_s
+        self._redis_run_id: str | None = None
 
     # -- loop -----------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -114,10 +118,19 @@ class Controller:
         finally:
             self.calls.close()
 
+    def _watch_redis(self) -> None:
+        run_id = self.registry.server_run_id()
+        if self._redis_run_id is not None and run_id != self._redis_run_id:
+            log.warning("Redis restarted: reaping resumes in %.0f s, once live workers renewed their leases",
+                        self.settings.queue.renew_every_s)
+            self._reap_after = self.clock.monotonic() + self.settings.queue.renew_every_s
+        self._redis_run_id = run_id
+
     def tick(self) -> TickReport:
         """One pass over every unsettled job (in random order, so two controllers share the work)."""
         report = TickReport(controller=self.id, started=self.clock.time())
         started = time.monotonic()
+        self._watch_redis()
         self.registry.heartbeat(self.id, report.started)
         self._live_controllers = self.registry.controllers(report.started - self.settings.control.controller_ttl_s) | {self.id}
         self.retention.tick()
@@ -261,7 +274,8 @@ class Controller:
 
     def _run(self, record: JobRecord, replicas: list[Replica], now: float, counts: QueueCounts | None = None) -> None:
         queue = self.svc.queue(record.id)
-        if now - self._last_reap.get(record.id, 0.0) >= self.settings.queue.reap_every_s:
+        if (now - self._last_reap.get(record.id, 0.0) >= self.settings.queue.reap_every_s
+                and self.clock.monotonic() >= self._reap_after):
             reaped = queue.reap()
             self._last_reap[record.id] = now
             if reaped:

@@ -1,8 +1,11 @@
 """The embedded stack: everything orca needs on one machine, as background processes under ``settings.home``.
 
 ``up()`` starts or adopts, in order: a redis-server (``home/redis``; or the Redis at
-``settings.redis_url``), the RQ worker that runs long steps, and the control plane server
-(API + controller loop). Each process runs in its own session with a pid file in
+``settings.redis_url``), the RQ worker that runs long steps, the control plane server
+(API + controller loop), and a supervisor (``orca.control.supervisor``) that runs ``up()``
+every ``control.supervise_every_s``: a killed process comes back by itself, the redis-server on
+its own port with its AOF replayed, and the server and RQ worker reconnect to it. ``up()`` on a
+half-dead stack repairs it the same way. Each process runs in its own session with a pid file in
 ``home/run`` (pid and start time, so a recycled pid is never mistaken for ours) and a log in
 ``home/logs``. On first ``up`` a bearer token for ``control.default_user`` is created and
 written to ``home/token`` (mode 0600). ``down()`` stops the server, the RQ worker, the local
@@ -13,6 +16,7 @@ workers and the embedded redis-server; ``status()`` reports each.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -33,6 +37,7 @@ from orca.redact import redact_url
 from orca.settings import Settings, get_settings
 
 PROCESSES = ("rq-worker", "server")
+SUPERVISOR = "supervisor"  # orca.control.supervisor: restarts whatever of the stack dies
 
 
 @dataclass
@@ -178,14 +183,20 @@ def ensure_token(settings: Settings, registry: JobRegistry) -> str:
 
 
 def up(settings: Settings | None = None) -> StackStatus:
-    """Start (or adopt) the embedded stack and wait until the API answers.
+    """Start (or adopt) the embedded stack and wait until the API answers; repairs a half-dead one.
 
     Everything it writes under ``settings.home`` (pid files, logs, the token, Redis data) is its
-    owner's alone: directories 0700, files 0600.
+    owner's alone: directories 0700, files 0600. One ``up`` at a time per home (a file lock): the
+    supervisor runs it every second, and two at once could each start a server or redis-server.
     """
+    settings = settings or get_settings()
     previous = os.umask(0o077)
     try:
-        return _up(settings or get_settings())
+        _private_dir(settings.home)
+        _private_dir(_run_dir(settings))
+        with open(_run_dir(settings) / "up.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return _up(settings)
     finally:
         os.umask(previous)
 
@@ -216,7 +227,22 @@ def _up(settings: Settings) -> StackStatus:
     fd = os.open(_state_file(settings), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:  # the Redis password stays in home/redis/password only
         f.write(json.dumps({"api_url": api_url, "redis_url": redact_url(redis_url), "store_url": store_url_for(settings)}))
+    ensure_supervisor(settings)
     return status(settings)
+
+
+def ensure_supervisor(settings: Settings) -> None:
+    """Start the stack's supervisor unless it runs (it calls ``up`` itself, so this is a no-op there).
+
+    It gets no ``ORCA_REDIS_URL`` unless the user set one: like ``orca up``, it then owns the
+    embedded redis-server and restarts it on its own port.
+    """
+    if _running_pid(settings, SUPERVISOR) is not None:
+        return
+    env = _child_env(settings, settings.redis_url or "")
+    if not settings.redis_url:
+        env.pop("ORCA_REDIS_URL", None)
+    _spawn(settings, SUPERVISOR, ["-m", "orca.control.supervisor"], env)
 
 
 def status(settings: Settings | None = None) -> StackStatus:
@@ -229,7 +255,7 @@ def status(settings: Settings | None = None) -> StackStatus:
         home=str(settings.home), api_url=state.get("api_url", api_url_for(settings)),
         redis_url=state.get("redis_url", redact_url(settings.redis_url or "")), store_url=state.get("store_url", store_url_for(settings)),
         token_file=str(token_file(settings)),
-        processes={name: _running_pid(settings, name) for name in PROCESSES},
+        processes={name: _running_pid(settings, name) for name in (*PROCESSES, SUPERVISOR)},
     )
 
 
@@ -261,6 +287,7 @@ def stop_process(settings: Settings, name: str) -> None:
 def down(settings: Settings | None = None, keep_redis: bool = False) -> None:
     """Stop the server, the RQ worker and every live local worker, then the embedded redis-server."""
     settings = settings or get_settings()
+    stop_process(settings, SUPERVISOR)  # first: it would restart what follows
     stop_process(settings, "server")
     stop_process(settings, "rq-worker")
     redis_url = settings.redis_url or _embedded_redis(settings).running_url()
@@ -284,8 +311,23 @@ def _stop_local_workers(settings: Settings, redis_url: str) -> None:
             registry.put_replica(launcher.drain(replica))
         for replica in live:
             registry.put_replica(launcher.terminate(replica))
+        _reclaim_uncharged(settings, registry, live, "stopped by orca down")
     finally:
         registry.close()
+
+
+def _reclaim_uncharged(settings: Settings, registry: JobRegistry, replicas: list, reason: str) -> None:
+    """Chunks still leased to workers the stack itself stopped go back to the head of their queue
+    now, with no attempt charged: the stack's restart is not the chunks' fault (dead-lettering
+    counts only failures a chunk can cause)."""
+    from orca.queue import ChunkQueue
+
+    for replica in replicas:
+        with ChunkQueue(registry.redis_url, replica.job_id, settings.queue) as queue:
+            taken = queue.reclaim(replica.replica_id, reason, charge=False)
+        if taken:
+            registry.add_event(replica.job_id, "reclaimed", f"{len(taken)} chunk(s) of {replica.replica_id} "
+                               f"returned to the queue uncharged ({reason})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -297,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("ORCA_REDIS_URL is not set")
     from orca.queue.background import run_worker
 
-    run_worker(settings.redis_url, settings)
+    run_worker(settings.redis_url, settings, sole_worker=True)
 
 
 if __name__ == "__main__":

@@ -82,15 +82,14 @@ class ReplicaCalls:
             if result.op == "poll" and _same(new, stored):
                 continue
             new = dataclasses.replace(new, rev=stored.rev + 1, call="", call_by="", call_at=0.0)
+            new = self._changed(record, stored, new)
             writes[new.replica_id] = replicas[new.replica_id] = new
-            self._changed(record, stored, new)
         busy = self.runner.busy(record.id)
         for replica in list(replicas.values()):
             if replica.call and replica.replica_id not in busy and (
                     replica.call_by == self.id or replica.call_by not in live_controllers):
-                new = self._orphaned(record, replica)
+                new = self._changed(record, replica, self._orphaned(record, replica))
                 writes[new.replica_id] = replicas[new.replica_id] = new
-                self._changed(record, replica, new)
         self.registry.put_replicas(list(writes.values()))
         if self._gone:
             self._reclaim(record, [new for new in writes.values() if new.replica_id in self._gone])
@@ -131,8 +130,16 @@ class ReplicaCalls:
             self.runner.submit(record.id, replica.replica_id, "terminate", -1, lambda: launcher.terminate(copy))
         return ended
 
-    def _changed(self, record: JobRecord, old: Replica, new: Replica) -> None:
-        """Events, failure count and reclaim for a replica that changed state."""
+    def _changed(self, record: JobRecord, old: Replica, new: Replica) -> Replica:
+        """Events, failure count and reclaim for a replica that changed state; returns the record to write
+        (a worker that ended on the cloud's preemption notice is ``preempted``, the notice its reason)."""
+        if not new.state.live and new.state is not ReplicaState.PREEMPTED:
+            # (also when a late poll of the same replica lands after it ended: the notice stays the reason)
+            notice = (self.registry.worker_metrics(record.id, new.replica_id) or {}).get("notice")
+            if notice:
+                new = dataclasses.replace(new, state=ReplicaState.PREEMPTED, message=f"preemption notice: {notice}")
+                if old.state.live:
+                    self.registry.add_event(record.id, "preemption_notice", f"{new.replica_id}: {notice}")
         if self._observe is not None:
             self._observe(record, old, new)
         if new.state is ReplicaState.FAILED and old.state is not ReplicaState.FAILED:
@@ -142,6 +149,7 @@ class ReplicaCalls:
         if old.state.live and not new.state.live:
             self._last_poll.pop(new.replica_id, None)
             self._gone.add(new.replica_id)
+        return new
 
     def _reclaim(self, record: JobRecord, gone: list[Replica]) -> None:
         """Workers that are gone (crashed, killed, preempted, torn down) get their chunks taken back now,

@@ -95,7 +95,7 @@ def worker_task_variables(env: WorkerEnv, pool: PoolSpec, replica_id: str, setti
         "use_spot": pool.market == "spot",
         "disk_size_gb": settings.sky_disk_size_gb,
         "any_of": [{"region": region} for region in (pool.region.split(",") if pool.region else [])],
-        "envs": plain,
+        "envs": {**plain, "ORCA_WORKER__PREEMPTION_NOTICES": "auto"} if pool.market == "spot" else plain,
         "secret_names": list(secret_names),
         "worker_package": settings.worker_package,
         "engine": pool.engine,

@@ -11,15 +11,20 @@ RQ pickles job payloads, so it gets its own client without response decoding.
 from __future__ import annotations
 
 import logging
+import time
 
 import redis
 from rq import Queue, Retry, Worker
 from rq.job import Job, JobStatus as RQStatus
+from rq.registry import StartedJobRegistry
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from orca.errors import QueueError, QueueUnavailableError
 from orca.queue import keys
 from orca.queue.connection import connect
 from orca.settings import Settings
+
+log = logging.getLogger("orca.background")
 
 _PENDING = {RQStatus.QUEUED, RQStatus.STARTED, RQStatus.SCHEDULED, RQStatus.DEFERRED}
 
@@ -79,15 +84,62 @@ class Background:
         self._redis.close()
 
 
-def run_worker(redis_url: str, settings: Settings, name: str | None = None, burst: bool = False) -> None:
+def requeue_abandoned_steps(conn: redis.Redis) -> None:
+    """Queue again every step a dead worker had dequeued but not started; retry (or fail, once out of
+    retries) every step RQ still lists as started.
+
+    Only for a deployment with a single RQ worker (the embedded stack), called as that worker
+    (re)starts: nothing can be running then, so a started step belonged to a worker that was
+    killed. RQ's own detection waits for the dead worker's heartbeat to expire (minutes).
+    """
+    queue = Queue(keys.RQ_QUEUE, connection=conn)
+    StartedJobRegistry(queue=queue).cleanup(timestamp=time.time() + 10 * 365 * 86400)
+    intermediate = queue.intermediate_queue  # dequeued (moved here) but not started when the worker died
+    waiting = set(queue.get_job_ids())
+    for step_id in intermediate.get_job_ids():
+        intermediate.remove(step_id)
+        step = queue.fetch_job(step_id)
+        if step is not None and step.get_status(refresh=False) == RQStatus.QUEUED and step_id not in waiting:
+            queue.push_job_id(step_id, at_front=True)
+
+
+def _wait_for_redis(conn: redis.Redis, settings: Settings) -> None:
+    """Block until Redis answers PING (tenacity backoff up to ``control.reconnect_backoff_max_s``)."""
+    control = settings.control
+    retrying = Retrying(
+        retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+        wait=wait_exponential(multiplier=settings.queue.retry_backoff_s, max=control.reconnect_backoff_max_s),
+        stop=stop_after_delay(control.reconnect_max_s),
+        before_sleep=lambda state: log.warning("Redis unreachable (%s); reconnecting", state.outcome.exception()),
+        reraise=True,
+    )
+    try:
+        retrying(conn.ping)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise QueueUnavailableError(reason=str(exc)) from exc
+
+
+def run_worker(redis_url: str, settings: Settings, name: str | None = None, burst: bool = False,
+               sole_worker: bool = False) -> None:
     """Run an RQ worker on the control queue until SIGTERM (the embedded stack's worker process).
 
-    The scheduler runs inside it so that retries with a backoff interval are re-enqueued.
+    The scheduler runs inside it so that retries with a backoff interval are re-enqueued. A lost
+    Redis does not end it: RQ's loop quits on an unexpected error, so this waits for Redis
+    (tenacity backoff, up to ``control.reconnect_max_s``) and runs a fresh loop. ``sole_worker``
+    (the embedded stack): steps left started by a killed predecessor are retried at once.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     conn = _client(redis_url, settings)
     try:
-        worker = Worker([Queue(keys.RQ_QUEUE, connection=conn)], connection=conn, name=name)
-        worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+        while True:
+            _wait_for_redis(conn, settings)
+            if sole_worker:
+                requeue_abandoned_steps(conn)
+            worker = Worker([Queue(keys.RQ_QUEUE, connection=conn)], connection=conn, name=name)
+            worker.max_connection_wait_time = settings.control.reconnect_backoff_max_s
+            worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+            if burst or worker._shutdown_requested_date is not None:  # SIGTERM/SIGINT, idle or busy
+                return
+            log.warning("RQ worker loop ended (Redis lost?); reconnecting")
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise QueueUnavailableError(reason=str(exc)) from exc

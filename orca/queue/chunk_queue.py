@@ -20,6 +20,11 @@ test suite runs against both):
   ``fail(retryable=False)`` dead-letters at once. ``Lease.attempt`` = charged + 1.
 * Requeue positions: ``release`` puts the chunk at the head (redone first); ``fail`` and
   ``reap`` put it at the tail (a chunk that keeps failing does not block the others).
+* **Partial commit** (``split``): a worker that must stop holding a chunk (cancel, SIGTERM,
+  budget, preemption notice) writes the answered requests' output under a child chunk and
+  hands the rest back as another child, in one fenced step; the parent leaves the counts
+  (state ``split``), ``total`` grows by one. Nothing answered is thrown away, and the
+  assembler still sees each request in exactly one chunk.
 * Repeats are harmless, so a call retried after a lost reply is safe: ``enqueue_many``
   skips known ids; ``complete`` of the committed generation again is a no-op;
   ``fail``/``release`` of a lease that already ended (same generation) return the current
@@ -37,7 +42,7 @@ from collections.abc import Iterable
 from orca.errors import ChunkNotFoundError
 from orca.queue import keys
 from orca.queue.connection import RedisConnection
-from orca.queue.types import COUNT_FIELDS, ChunkInfo, ChunkState, Lease, QueueCounts
+from orca.queue.types import COUNT_FIELDS, ChunkInfo, ChunkState, Lease, QueueCounts, split_children
 from orca.settings import QueueSettings, get_settings
 
 
@@ -57,6 +62,7 @@ def chunk_info_from_record(chunk_id: str, record: dict) -> ChunkInfo:
         owner=record["owner"] or None,
         pool=record["pool"] or None,
         last_error=record["error"] or None,
+        split=record.get("split") or None,
     )
 
 
@@ -78,6 +84,7 @@ class ChunkQueue:
         self._k_draining = keys.job_draining(j).encode()
         self._k_standby = keys.job_standby(j).encode()
         self._k_pool_completions = keys.job_pool_completions(j).encode()
+        self._k_splits = keys.job_splits(j).encode()
 
     # -- lifecycle -----------------------------------------------------------
     def close(self) -> None:
@@ -141,6 +148,22 @@ class ChunkQueue:
              1 if retryable else 0, self.settings.max_attempts],
         )
         return ChunkState(state)
+
+    def split(self, lease: Lease, tag: str) -> tuple[str, str]:
+        """Partial commit: keep the answered part (its output already written), hand the rest back.
+
+        The chunk is replaced by ``split_children(chunk_id, tag)``: the answered child is done at
+        generation 1, the rest is pending at the head of the queue with the attempts charged so
+        far. Fenced like ``complete`` (``StaleLeaseError``); a repeat is a no-op. Returns the children.
+        """
+        answered, rest = split_children(lease.chunk_id, tag)
+        self._conn.script(
+            "split",
+            [self._k_chunks, self._k_leases, self._k_pending, self._k_done, self._k_counts,
+             self._k_pool_completions, self._k_splits],
+            [lease.chunk_id, lease.generation, tag, answered, rest],
+        )
+        return answered, rest
 
     def release(self, lease: Lease) -> None:
         """Give the chunk back at the head of the queue without charging an attempt."""
@@ -218,6 +241,10 @@ class ChunkQueue:
     def dead_chunks(self) -> dict[str, str]:
         """Chunk id -> last error, for every dead-lettered chunk."""
         return self._conn.call(lambda: self._conn.client.hgetall(self._k_dead))
+
+    def splits(self) -> dict[str, str]:
+        """Chunk id -> tag of its accepted partial commit (the assembler reads its children from the store)."""
+        return self._conn.call(lambda: self._conn.client.hgetall(self._k_splits))
 
     def pool_completions(self) -> dict[str, int]:
         """Pool -> chunks that pool completed."""

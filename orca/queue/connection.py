@@ -33,7 +33,8 @@ from orca.settings import QueueSettings
 
 T = TypeVar("T")
 
-SCRIPT_NAMES = ("enqueue_many", "claim", "renew", "complete", "fail", "release", "reap", "reclaim", "drain", "unlock", "relock")
+SCRIPT_NAMES = ("enqueue_many", "claim", "renew", "complete", "fail", "release", "reap", "reclaim", "drain", "unlock", "relock",
+                "split")
 
 
 @cache

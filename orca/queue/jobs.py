@@ -128,6 +128,10 @@ class JobRegistry:
     def ping(self) -> bool:
         return bool(self._conn.call(self._r.ping))
 
+    def server_run_id(self) -> str:
+        """The Redis server's run id: it changes when the server restarts (then lease expiries may have passed unseen)."""
+        return str(self._conn.call(lambda: self._r.info("server")["run_id"]))
+
     # -- tokens ---------------------------------------------------------
     def create_token(self, user: str) -> str:
         """A new bearer token for ``user``; only its SHA-256 is stored."""

@@ -83,6 +83,11 @@ def job_chunks(job_id: str) -> str:
     return _job(job_id, "chunks")
 
 
+def job_splits(job_id: str) -> str:
+    """Hash chunk id -> tag of its accepted partial commit (the chunk was replaced by two children)."""
+    return _job(job_id, "splits")
+
+
 def job_prefix(job_id: str) -> str:
     """Prefix shared by every key of a job (for SCAN on deletion)."""
     return _job(job_id, "")
@@ -145,5 +150,5 @@ def job_keys(job_id: str) -> list[str]:
         job_meta(job_id), job_pending(job_id), job_leases(job_id), job_done(job_id),
         job_dead(job_id), job_counts(job_id), job_chunks(job_id), job_draining(job_id), job_standby(job_id),
         job_workers(job_id), job_pool_completions(job_id), job_replicas(job_id), job_events(job_id), job_usage(job_id),
-        job_series(job_id),
+        job_series(job_id), job_splits(job_id),
     ]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from orca.errors import ChunkNotFoundError, StaleLeaseError
-from orca.queue.types import ChunkInfo, ChunkState, Lease, QueueCounts
+from orca.queue.types import ChunkInfo, ChunkState, Lease, QueueCounts, split_children
 from orca.settings import QueueSettings, get_settings
 
 
@@ -54,6 +54,7 @@ class _Chunk:
     pool: str = ""
     committed: int = 0
     error: str = ""
+    split: str = ""
 
 
 @dataclass
@@ -66,6 +67,7 @@ class _Job:
     draining: set[str] = field(default_factory=set)
     standby: set[str] = field(default_factory=set)
     pool_completions: Counter[str] = field(default_factory=Counter)
+    splits: dict[str, str] = field(default_factory=dict)
 
 
 class MemoryQueueServer:
@@ -181,6 +183,26 @@ class MemoryChunkQueue:
                 job.pending.append(lease.chunk_id)
             return c.state
 
+    def split(self, lease: Lease, tag: str) -> tuple[str, str]:
+        answered, rest = split_children(lease.chunk_id, tag)
+        with self.server.lock:
+            c = self._get(lease.chunk_id)
+            if c.state is ChunkState.SPLIT and c.gen == lease.generation and c.split == tag:
+                return answered, rest
+            if c.state is not ChunkState.LEASED or c.gen != lease.generation:
+                raise _stale(lease.chunk_id, lease.generation, c)
+            job = self._job
+            c.state, c.split = ChunkState.SPLIT, tag
+            del job.leases[lease.chunk_id]
+            job.splits[lease.chunk_id] = tag
+            job.chunks[answered] = _Chunk(state=ChunkState.DONE, attempts=c.attempts, gen=1, owner=c.owner,
+                                          pool=c.pool, committed=1)
+            job.done[answered] = 1
+            job.chunks[rest] = _Chunk(attempts=c.attempts)
+            job.pending.appendleft(rest)
+            job.pool_completions[c.pool] += 1
+            return answered, rest
+
     def release(self, lease: Lease) -> None:
         with self.server.lock:
             c = self._get(lease.chunk_id)
@@ -250,14 +272,14 @@ class MemoryChunkQueue:
         with self.server.lock:
             job = self._job
             return QueueCounts(pending=len(job.pending), leased=len(job.leases), done=len(job.done),
-                               dead=len(job.dead), total=len(job.chunks))
+                               dead=len(job.dead), total=len(job.chunks) - len(job.splits))
 
     def chunk(self, chunk_id: str) -> ChunkInfo:
         with self.server.lock:
             c = self._get(chunk_id)
             return ChunkInfo(chunk_id=chunk_id, state=c.state, attempts=c.attempts, generation=c.gen,
                              committed_generation=c.committed or None, owner=c.owner or None,
-                             pool=c.pool or None, last_error=c.error or None)
+                             pool=c.pool or None, last_error=c.error or None, split=c.split or None)
 
     def committed_generations(self) -> dict[str, int]:
         with self.server.lock:
@@ -266,6 +288,10 @@ class MemoryChunkQueue:
     def dead_chunks(self) -> dict[str, str]:
         with self.server.lock:
             return dict(self._job.dead)
+
+    def splits(self) -> dict[str, str]:
+        with self.server.lock:
+            return dict(self._job.splits)
 
     def pool_completions(self) -> dict[str, int]:
         with self.server.lock:

@@ -140,6 +140,10 @@ class MemoryJobRegistry:
         for job_id in tokens:
             self._locks.discard(job_id)
 
+    def server_run_id(self) -> str:
+        """The twin's "server" never restarts (``JobRegistry.server_run_id`` changes when Redis does)."""
+        return "memory"
+
     # -- controllers ------------------------------------------------------
     def heartbeat(self, controller_id: str, now: float | None = None) -> None:
         self._controllers[controller_id] = self.clock.time() if now is None else now

@@ -11,6 +11,7 @@ class ChunkState(str, Enum):
     LEASED = "leased"
     DONE = "done"
     DEAD = "dead"
+    SPLIT = "split"    # partially committed: replaced by its two children (see ``split_children``)
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,12 @@ class ChunkInfo:
     owner: str | None
     pool: str | None
     last_error: str | None
+    split: str | None = None  # tag of its accepted partial commit
+
+
+def split_children(chunk_id: str, tag: str) -> tuple[str, str]:
+    """The two chunks a partial commit tagged ``tag`` replaces ``chunk_id`` with: (answered, rest).
+
+    The tag is the lease generation plus a random suffix, so two holders of one generation (a
+    claim lost with an AOF tail) never write to the same child objects."""
+    return f"{chunk_id}.{tag}a", f"{chunk_id}.{tag}r"

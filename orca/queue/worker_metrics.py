@@ -33,6 +33,8 @@ class WorkerMetrics:
     prompt_tokens_per_s: float
     busy_fraction: float       # share of the period with >= 1 request in flight
     requests_uncommitted: int = 0  # requests answered in chunks it holds and has not committed yet
+    requests_salvaged: int = 0  # answered requests it kept with partial commits when it had to let chunks go
+    notice: str = ""           # the cloud's preemption notice, once it saw one (the reason it stops)
     reported_at_ms: int = 0    # set by the writer (unix ms)
 
 

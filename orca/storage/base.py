@@ -59,6 +59,10 @@ class ObjectStore(ABC):
         """
         return None
 
+    def ping(self) -> None:
+        """Raise a StoreError if the store cannot be reached now (one cheap metadata request)."""
+        self.exists("healthz")
+
     def delete_prefix(self, prefix: str) -> int:
         n = 0
         for key in list(self.list(prefix)):

@@ -39,6 +39,10 @@ class JobLayout:
     def chunk_output_prefix(self, chunk_id: str) -> str:
         return f"{self.root}outputs/{chunk_id}/"
 
+    def split(self, chunk_id: str, tag: str) -> str:
+        """``ChunkSplit`` JSON of a chunk's partial commit (its children's data and output have their own keys)."""
+        return f"{self.root}splits/{chunk_id}/{tag}.json"
+
     @property
     def output(self) -> str:
         """Final OpenAI-format output file (successful requests)."""

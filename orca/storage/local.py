@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from orca.errors import ObjectNotFoundError, StoreError
+from orca.errors import ObjectNotFoundError, StoreError, StoreUnavailableError
 from orca.settings import StoreSettings
 from orca.storage.base import ObjectStore
 from orca.storage.keys import check_key
@@ -41,6 +41,10 @@ class LocalStore(ObjectStore):
         if key == TMP_DIR or key.startswith(TMP_DIR + "/"):
             raise StoreError("invalid object key (reserved)", key=key)
         return self.root / key
+
+    def ping(self) -> None:
+        if not (self.root / TMP_DIR).is_dir():
+            raise StoreUnavailableError("the local store directory is gone", root=str(self.root))
 
     def local_path(self, key: str) -> str | None:
         p = self.path(key)

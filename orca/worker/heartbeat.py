@@ -73,6 +73,7 @@ class Heartbeat(threading.Thread):
         self.on_stale, self.on_hung = on_stale, on_hung
         self.metrics, self.describe = metrics, describe
         self.hung = False
+        self._renew_failing = False
         self._stop_event = threading.Event()
         self._last_report: MeterSnapshot = meter.snapshot()
         self._next_report = time.monotonic() + settings.metrics_every_s
@@ -99,13 +100,19 @@ class Heartbeat(threading.Thread):
                 return
             try:
                 self.book.update(self.queue.renew(lease))
+                if self._renew_failing:
+                    log.info("lease renewals work again")
+                    self._renew_failing = False
             except StaleLeaseError:
                 log.warning("lease on %s (generation %d) was fenced off: abandoning it",
                             lease.chunk_id, lease.generation)
                 self.book.remove(lease.chunk_id)
                 self.on_stale(lease.chunk_id)
-            except OrcaError as e:  # Redis unreachable: retry next tick, the lease has slack
-                log.warning("lease renewal of %s failed: %s", lease.chunk_id, e)
+            except OrcaError as e:  # Redis unreachable: retry next tick (an expired lease holds until reaped)
+                if not self._renew_failing:
+                    log.warning("lease renewal of %s failed: %s; retrying every tick", lease.chunk_id, e)
+                self._renew_failing = True
+                return
 
     def report(self, state: str | None = None) -> None:
         """Write one metrics report covering the time since the previous one."""

@@ -12,27 +12,34 @@ to send, i.e. about one engine round before the engine would run dry: its data i
 loaded when the current chunk's last request goes out, and a worker never sits on
 chunks that idle workers of the same job could be running.
 
-Stopping: SIGTERM/SIGINT (or a serverless time budget) stops claims, releases
-chunks that have not started, gives the rest ``drain_grace_s`` to finish, then
-releases what is left (no attempt charged). A drained pool or an empty queue in
-burst mode finishes its chunks and exits. A fenced-off lease is abandoned at once
-(its requests cancelled); a hung engine loses every lease (renewals stop); an
-engine that is gone for good gets its chunks released.
+Stopping: SIGTERM/SIGINT, a serverless time budget or a preemption notice stops
+claims and halts dispatch: chunks that have not started are released at once,
+requests in flight get ``drain_grace_s`` (or what the notice leaves) to be
+answered, and then every held chunk is let go with a partial commit
+(``ChunkQueue.split``: the answered requests are committed, write-before-commit as
+always, and the rest goes back to the head of the queue; no attempt charged).
+Nothing answered is thrown away. A drained pool or an empty queue in burst mode
+finishes its chunks and exits. A fenced-off lease is abandoned at once (its
+requests cancelled; it can commit nothing); a hung engine loses every lease
+(renewals stop); an engine that is gone for good gets its chunks salvaged the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
+import secrets
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
 
 from orca.errors import EngineError, OrcaError, QueueUnavailableError, StaleLeaseError, StoreUnavailableError
+from orca.models import ChunkSplit, SplitPart
 from orca.queue.chunk_usage import ChunkUsageStore
-from orca.queue.types import Lease
+from orca.queue.types import Lease, split_children
 from orca.queue.worker_metrics import WorkerMetricsStore
 from orca.settings import Settings
 from orca.storage.base import ObjectStore
@@ -43,6 +50,7 @@ from orca.worker.forwarder import Forwarder
 from orca.worker.heartbeat import Heartbeat, LeaseBook
 from orca.worker.meter import Meter
 from orca.worker.output import encode_lines, parse_chunk
+from orca.worker.preemption import NoticeWatcher
 
 log = logging.getLogger("orca.worker")
 
@@ -63,6 +71,7 @@ class StopReason(str, enum.Enum):
     DRAINED = "drained"            # the pool may not claim any more
     SIGNALLED = "signalled"        # SIGTERM/SIGINT or stop()
     BUDGET = "budget"              # serverless time budget ran out
+    PREEMPTED = "preempted"        # the cloud announced a preemption (spot notice)
     ENGINE_FAILED = "engine_failed"
     UNAVAILABLE = "unavailable"    # Redis or the object store stayed unreachable through retries
 
@@ -75,6 +84,9 @@ class StopReason(str, enum.Enum):
         return ExitCode.OK
 
 
+_HALTING = (StopReason.SIGNALLED, StopReason.BUDGET, StopReason.PREEMPTED)
+
+
 @dataclass
 class _Run:
     lease: Lease
@@ -85,6 +97,8 @@ class _Run:
     finished: int = 0                  # its requests answered so far (not committed until the chunk is)
     cancel_reason: str | None = None   # "release" | "stale" | "hung"
     finishing: bool = False            # committing or releasing on its own: not to be cancelled
+    raw: list[bytes] | None = None     # the chunk's request lines, by position; None until read
+    lines: dict[int, dict] = field(default_factory=dict)  # position -> output line of each answered request
 
 
 class Worker:
@@ -103,6 +117,9 @@ class Worker:
         self.usage = usage  # per-chunk token usage, recorded with each commit (the batch's ``usage``)
         self.chunks_done = 0
         self.requests_uncommitted = 0  # answered requests of held chunks (live progress for the control plane)
+        self.requests_salvaged = 0  # answered requests kept by partial commits
+        self.notice = ""  # the cloud's preemption notice, once seen
+        self._halt = False  # stopping: send no more requests; commit what is answered, hand the rest back
         self.stop_reason: StopReason | None = None
         self.state = "running"
         self._runs: dict[str, _Run] = {}
@@ -112,20 +129,32 @@ class Worker:
         self._drain_deadline: float | None = None  # monotonic; set by a stop signal or the budget
 
     # -- control from outside the loop ---------------------------------------
-    def stop(self, reason: StopReason = StopReason.SIGNALLED) -> None:
-        """Stop claiming and drain (thread-safe; what SIGTERM does)."""
+    def stop(self, reason: StopReason = StopReason.SIGNALLED, grace_s: float | None = None) -> None:
+        """Stop claiming and let held chunks go (thread-safe; what SIGTERM does)."""
         if self._loop is None:
             return
-        self._loop.call_soon_threadsafe(self._set_stop, reason)
+        self._loop.call_soon_threadsafe(self._set_stop, reason, grace_s)
 
-    def _set_stop(self, reason: StopReason) -> None:
+    def _set_stop(self, reason: StopReason, grace_s: float | None = None) -> None:
+        """Stop claiming. A stop from outside (signal, budget, preemption notice) also halts dispatch:
+        requests in flight get ``grace_s`` (default ``drain_grace_s``) to be answered, then every
+        held chunk is let go with a partial commit."""
         if self.stop_reason is None or reason in (StopReason.ENGINE_FAILED, StopReason.UNAVAILABLE):
             self.stop_reason = reason
-        if reason in (StopReason.SIGNALLED, StopReason.BUDGET) and self._drain_deadline is None:
-            self._drain_deadline = time.monotonic() + self.settings.worker.drain_grace_s
+        if reason in _HALTING:
+            self._halt = True
+            grace = self.settings.worker.drain_grace_s if grace_s is None else min(grace_s, self.settings.worker.drain_grace_s)
+            deadline = time.monotonic() + grace
+            if self._drain_deadline is None or deadline < self._drain_deadline:
+                self._drain_deadline = deadline
         self.state = "draining"
         if self._wake is not None:
             self._wake.set()
+
+    def _on_notice(self, notice: str, seconds_left: float) -> None:
+        """The cloud will take this machine in ``seconds_left``: stop, and let chunks go before it does."""
+        self.notice = notice
+        self.stop(StopReason.PREEMPTED, grace_s=max(0.0, seconds_left - self.settings.worker.notice_margin_s))
 
     def _on_stale(self, chunk_id: str) -> None:
         assert self._loop is not None
@@ -151,7 +180,8 @@ class Worker:
     def _describe(self) -> dict:
         return {"worker_id": self.worker_id, "pool": self.pool, "state": self.state,
                 "engine": self.engine.kind, "chunks_done": self.chunks_done,
-                "requests_uncommitted": self.requests_uncommitted}
+                "requests_uncommitted": self.requests_uncommitted, "requests_salvaged": self.requests_salvaged,
+                "notice": self.notice}
 
     # -- main loop -------------------------------------------------------------
     async def run(self) -> StopReason:
@@ -165,6 +195,10 @@ class Worker:
         heartbeat = Heartbeat(self.queue, self.book, self.meter, self.queue.settings, self.settings.worker,
                               self._on_stale, self._on_hung, self.metrics, self._describe)
         heartbeat.start()
+        watcher = None
+        if self.settings.worker.preemption_notices != "off":
+            watcher = NoticeWatcher(self.settings.worker, self._on_notice)
+            watcher.start()
         budget = None
         if self.time_budget_s is not None:
             claim_for = max(0.0, self.time_budget_s - self.settings.worker.drain_grace_s)
@@ -179,6 +213,8 @@ class Worker:
         finally:
             if budget is not None:
                 budget.cancel()
+            if watcher is not None:
+                watcher.stop()
             for sig in signals:
                 self._loop.remove_signal_handler(sig)
             heartbeat.stop()
@@ -211,7 +247,7 @@ class Worker:
                 waiting.release()
                 self._set_stop(StopReason.ENGINE_FAILED)
                 break
-            leases = await asyncio.to_thread(self.queue.claim, self.worker_id, self.pool, 1)
+            leases = await self._q(self.queue.claim, self.worker_id, self.pool, 1)
             if not leases:
                 waiting.release()
                 reason = await self._why_nothing_to_claim()
@@ -273,14 +309,14 @@ class Worker:
 
     async def _why_nothing_to_claim(self) -> StopReason | None:
         """Why a claim came back empty, if that should end the worker."""
-        draining = await asyncio.to_thread(self.queue.draining)
+        draining = await self._q(self.queue.draining)
         if self.pool in draining:
             return StopReason.DRAINED
-        counts = await asyncio.to_thread(self.queue.counts)
+        counts = await self._q(self.queue.counts)
         if counts.finished:
             return StopReason.FINISHED
         if self.burst and not self._runs and counts.pending == 0:
-            if counts.leased and self.pool in await asyncio.to_thread(self.queue.standby):
+            if counts.leased and self.pool in await self._q(self.queue.standby):
                 return None  # a swap is moving chunks to this pool: wait for them
             return StopReason.EMPTY
         return None
@@ -328,35 +364,51 @@ class Worker:
             except (ValueError, KeyError, TypeError) as e:
                 run.finishing = True
                 log.error("chunk %s holds an unreadable line: %s", chunk_id, e)
-                await asyncio.to_thread(self.queue.fail, self._lease(run), f"unreadable chunk data: {e}", False)
+                await self._q(self.queue.fail, self._lease(run), f"unreadable chunk data: {e}", False)
                 return
+            run.raw = [line for line in data.splitlines() if line.strip()]  # position i <-> requests[i]
             run.unsent = len(requests)
             self._update_room()
             if previous is not None:
                 await previous.wait()
-            def answered(task: asyncio.Future) -> None:
-                if not task.cancelled():
+
+            def answered(position: int, task: asyncio.Future) -> None:
+                if not task.cancelled() and task.exception() is None:
+                    run.lines[position] = task.result()
                     run.finished += 1
                     self.requests_uncommitted += 1
 
-            for req in requests:
+            for position, req in enumerate(requests):
+                if self._halt:
+                    break  # stopping: what is in flight finishes, the rest is handed back
                 task = await forwarder.submit(chunk_id, req)
-                task.add_done_callback(answered)
+                if self._halt:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    break
+                task.add_done_callback(functools.partial(answered, position))
                 tasks.append(task)
                 run.dispatching = True  # a request is in flight: on stop, this chunk gets the grace period
                 run.unsent -= 1
                 if run.unsent <= self.concurrency:
                     self._update_room()
             done_dispatching()
-            lines = await asyncio.gather(*tasks)
+            if tasks:
+                await asyncio.wait(tasks)
+            for t in tasks:
+                if t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]  # EngineError: the engine is gone
             run.finishing = True
-            await self._commit(run, lines)
+            if len(run.lines) == len(requests):
+                await self._commit(run, [run.lines[i] for i in range(len(requests))])
+            else:
+                await self._salvage(run, len(requests))
         except asyncio.CancelledError:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if run.cancel_reason == "release":
-                await self._release(run)
+                await self._salvage(run, None)
             elif run.cancel_reason is None:
                 raise
             else:
@@ -369,18 +421,18 @@ class Worker:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self._release(run)
+            await self._salvage(run, None)
             self._set_stop(StopReason.ENGINE_FAILED)
         except (QueueUnavailableError, StoreUnavailableError) as e:
             run.finishing = True
             log.error("chunk %s: %s", chunk_id, e)
-            await self._release(run)
+            await self._salvage(run, None)
             self._set_stop(StopReason.UNAVAILABLE)
         except OrcaError as e:
             run.finishing = True
             log.error("chunk %s failed: %s", chunk_id, e)
             try:
-                await asyncio.to_thread(self.queue.fail, self._lease(run), str(e), True)
+                await self._q(self.queue.fail, self._lease(run), str(e), True)
             except OrcaError as e2:
                 log.warning("could not fail chunk %s: %s", chunk_id, e2)
         finally:
@@ -390,23 +442,83 @@ class Worker:
             self._runs.pop(chunk_id, None)
             self._update_room()
 
+    async def _q(self, call, *args):
+        """A queue call off the loop that rides out a Redis outage of up to ``worker.redis_outage_s``
+        (leases stay held: the heartbeat renews them as soon as Redis answers again)."""
+        outage_since: float | None = None
+        while True:
+            try:
+                return await asyncio.to_thread(call, *args)
+            except QueueUnavailableError as e:
+                now = time.monotonic()
+                if outage_since is None:
+                    outage_since = now
+                    log.warning("Redis unreachable (%s); riding it out for up to %.0f s", e, self.settings.worker.redis_outage_s)
+                if now - outage_since >= self.settings.worker.redis_outage_s:
+                    raise
+                await asyncio.sleep(self.queue.settings.retry_backoff_s)
+
     def _lease(self, run: _Run) -> Lease:
         return self.book.get(run.lease.chunk_id) or run.lease
 
     async def _commit(self, run: _Run, lines: list[dict]) -> None:
         """Fence check, upload under the lease's generation, then complete (the commit point)."""
-        lease = await asyncio.to_thread(self.queue.renew, self._lease(run))
+        lease = await self._q(self.queue.renew, self._lease(run))
         self.book.update(lease)
         key = self.layout.chunk_output(lease.chunk_id, lease.generation)
         await asyncio.to_thread(self.store.put_bytes, key, encode_lines(lines))
         if self.usage is not None:  # before the commit, so every committed output has its usage
-            await asyncio.to_thread(self.usage.record, self.job_id, lease.chunk_id, lease.generation, lines_usage(lines))
-        await asyncio.to_thread(self.queue.complete, lease)
+            await self._q(self.usage.record, self.job_id, lease.chunk_id, lease.generation, lines_usage(lines))
+        await self._q(self.queue.complete, lease)
         self.chunks_done += 1
+
+    async def _salvage(self, run: _Run, n_requests: int | None) -> None:
+        """The chunk must be let go: commit what was answered, hand the rest back (no attempt charged).
+
+        All answered: a normal commit. Nothing answered: a plain release. Otherwise a partial
+        commit under the lease (``ChunkQueue.split``): the answered part's data, its output and the
+        rest's data are written first, then the split record, then the fenced split (the commit
+        point); a stale lease gets STALE and its objects are never referenced.
+        """
+        n = len(run.raw) if n_requests is None else n_requests
+        try:
+            if run.raw is None or not run.lines:
+                await self._release(run)
+            elif len(run.lines) == n:
+                await self._commit(run, [run.lines[i] for i in range(n)])
+            else:
+                await self._split(run, n)
+        except StaleLeaseError:
+            log.warning("lease on chunk %s was fenced off before its partial commit: nothing kept", run.lease.chunk_id)
+        except OrcaError as e:  # the lease will expire and be reaped instead
+            log.warning("partial commit of chunk %s failed: %s", run.lease.chunk_id, e)
+
+    async def _split(self, run: _Run, n: int) -> None:
+        assert run.raw is not None
+        lease = await self._q(self.queue.renew, self._lease(run))  # fence check before writing
+        self.book.update(lease)
+        tag = f"{lease.generation}{secrets.token_hex(3)}"
+        answered_id, rest_id = split_children(lease.chunk_id, tag)
+        done = sorted(run.lines)
+        rest = [i for i in range(n) if i not in run.lines]
+        put = self.store.put_bytes
+        await asyncio.to_thread(put, self.layout.chunk(answered_id), b"".join(run.raw[i] + b"\n" for i in done))
+        await asyncio.to_thread(put, self.layout.chunk_output(answered_id, 1), encode_lines([run.lines[i] for i in done]))
+        await asyncio.to_thread(put, self.layout.chunk(rest_id), b"".join(run.raw[i] + b"\n" for i in rest))
+        record = ChunkSplit(chunk_id=lease.chunk_id, tag=tag, answered=SplitPart(chunk_id=answered_id, positions=done),
+                            rest=SplitPart(chunk_id=rest_id, positions=rest))
+        await asyncio.to_thread(put, self.layout.split(lease.chunk_id, tag), record.model_dump_json().encode())
+        if self.usage is not None:  # the answered part's usage, before it commits
+            await self._q(self.usage.record, self.job_id, answered_id, 1,
+                                    lines_usage([run.lines[i] for i in done]))
+        await self._q(self.queue.split, lease, tag)
+        self.chunks_done += 1
+        self.requests_salvaged += len(done)
+        log.info("chunk %s: kept %d answered request(s), handed %d back as %s", lease.chunk_id, len(done), len(rest), rest_id)
 
     async def _release(self, run: _Run) -> None:
         try:
-            await asyncio.to_thread(self.queue.release, self._lease(run))
+            await self._q(self.queue.release, self._lease(run))
             log.info("released chunk %s", run.lease.chunk_id)
         except StaleLeaseError:
             pass

@@ -42,7 +42,7 @@ def test_up_adopt_down(settings: Settings) -> None:
     finally:
         embedded.down(settings)
     after = embedded.status(settings)
-    assert not after.running and after.processes == {"rq-worker": None, "server": None}
+    assert not after.running and after.processes == {"rq-worker": None, "server": None, "supervisor": None}
     for pid in first.processes.values():
         assert pid is not None and process_start_time(pid) is None
     assert not (settings.home / "redis" / "orca-redis.state").exists()

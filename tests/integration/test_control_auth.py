@@ -89,7 +89,7 @@ def test_results_before_ready_is_409_and_healthz_is_open(client: TestClient, ser
     alice = service.registry.create_token("alice")
     r = client.get("/api/jobs/batch_alice/results", headers={"authorization": f"Bearer {alice}"})
     assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
-    assert client.get("/healthz").json() == {"ok": True}
+    assert client.get("/healthz").json() == {"ok": True, "redis": True, "store": True}
 
 
 def test_bad_form_input_is_400_in_the_error_shape(client: TestClient, service: OrcaService) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from orca.errors import ChunkNotFoundError, StaleLeaseError
 from orca.queue import ChunkQueue, ChunkState, Lease, ManualClock, MemoryChunkQueue, MemoryQueueServer
+from orca.queue.types import split_children
 from orca.settings import QueueSettings
 
 LEASE_S = 0.2
@@ -66,9 +67,13 @@ def assert_consistent(q: ChunkQueue | MemoryChunkQueue) -> None:
     counts = q.counts()
     committed = q.committed_generations()
     dead = q.dead_chunks()
+    splits = q.splits()
     assert counts.done == len(committed)
     assert counts.dead == len(dead)
     assert counts.total == counts.pending + counts.leased + counts.done + counts.dead
+    for chunk_id, tag in splits.items():
+        info = q.chunk(chunk_id)
+        assert info.state is ChunkState.SPLIT and info.split == tag
     for chunk_id, gen in committed.items():
         info = q.chunk(chunk_id)
         assert info.state is ChunkState.DONE and info.committed_generation == gen
@@ -366,3 +371,80 @@ def test_jobs_are_separate_and_delete_removes_one(backend: Backend) -> None:
     with pytest.raises(ChunkNotFoundError):
         one.chunk("a")
     assert two.chunk("a").state is ChunkState.LEASED
+
+
+def test_split_keeps_the_answered_part_and_hands_the_rest_back_first(backend: Backend) -> None:
+    q = backend.make(max_attempts=2)
+    q.enqueue_many(["a"])
+    (a,) = q.claim("w1", "old")
+    backend.expire()
+    assert q.reap() == ["a"]  # one attempt charged: the rest child carries it
+    (a,) = q.claim("w1", "old")
+    q.enqueue_many(["b"])
+    answered, rest = q.split(a, "2x")
+    assert (answered, rest) == split_children("a", "2x") == ("a.2xa", "a.2xr")
+    assert q.split(a, "2x") == (answered, rest)  # a repeat after a lost reply changes nothing
+    info = q.chunk("a")
+    assert (info.state, info.split, info.generation) == (ChunkState.SPLIT, "2x", 2)
+    assert q.splits() == {"a": "2x"}
+    assert q.committed_generations() == {answered: 1}
+    done = q.chunk(answered)
+    assert (done.state, done.committed_generation, done.owner, done.pool) == (ChunkState.DONE, 1, "w1", "old")
+    assert q.pool_completions() == {"old": 1}
+    counts = q.counts()
+    assert (counts.pending, counts.leased, counts.done, counts.dead, counts.total) == (2, 0, 1, 0, 3)
+    with pytest.raises(StaleLeaseError):
+        q.complete(a)  # the parent's lease ended with the split
+    assert q.fail(a, "late") is ChunkState.SPLIT and q.chunk("a").attempts == 1
+    q.release(a)
+    assert q.split(a, "2x") == (answered, rest)
+    (again,) = q.claim("w2", "new")
+    assert (again.chunk_id, again.generation, again.attempt) == (rest, 1, 2)  # at the head, attempts carried
+    assert q.fail(again, "engine 500") is ChunkState.DEAD  # the carried attempt counts toward dead-lettering
+    (b,) = q.claim("w2", "new")
+    q.complete(b)
+    assert q.counts().finished
+
+
+def test_split_of_a_split_child_and_counts(backend: Backend) -> None:
+    q = backend.make()
+    q.enqueue_many(["a"])
+    (a,) = q.claim("w1", "p")
+    _, rest = q.split(a, "1k")
+    (r,) = q.claim("w2", "p")
+    answered2, rest2 = q.split(r, "1z")
+    assert rest2 == "a.1kr.1zr" and q.splits() == {"a": "1k", rest: "1z"}
+    (r2,) = q.claim("w3", "p")
+    q.complete(r2)
+    counts = q.counts()
+    assert (counts.done, counts.total) == (3, 3) and counts.finished
+    assert set(q.committed_generations()) == {"a.1ka", answered2, rest2}
+
+
+def test_a_stale_worker_cannot_split(backend: Backend) -> None:
+    q = backend.make()
+    q.enqueue_many(["a"])
+    (old,) = q.claim("w1", "p")
+    backend.expire()
+    assert q.reap() == ["a"]
+    with pytest.raises(StaleLeaseError):
+        q.split(old, "1x")  # reaped, not claimed again: still refused
+    (new,) = q.claim("w2", "p")
+    q.enqueue_many(["b"])
+    with pytest.raises(StaleLeaseError):
+        q.split(old, "1x")
+    assert q.splits() == {} and q.committed_generations() == {}
+    info = q.chunk("a")
+    assert (info.state, info.generation, info.owner) == (ChunkState.LEASED, 2, "w2")
+    q.split(new, "2y")
+    with pytest.raises(StaleLeaseError):
+        q.split(old, "2y")  # a generation that never held it, even with the accepted tag
+    (r,) = q.claim("w1", "p")
+    assert r.chunk_id == "a.2yr"
+    q.complete(r)
+    with pytest.raises(StaleLeaseError):
+        q.split(r, "1q")  # done chunks cannot be split
+    with pytest.raises(ChunkNotFoundError):
+        q.split(Lease(job_id="job", chunk_id="ghost", generation=1, worker_id="w", pool="p", expires_at_ms=0,
+                      attempt=1), "1x")
+    assert q.counts().total == 3

@@ -26,6 +26,7 @@ def assert_redis_structure(url: str, job: str) -> None:
         done = client.hgetall(keys.job_done(job))
         dead = client.hgetall(keys.job_dead(job))
         counts = {k: int(v) for k, v in client.hgetall(keys.job_counts(job)).items()}
+        splits = client.hgetall(keys.job_splits(job))
     finally:
         client.close()
     by_state: dict[str, set[str]] = {s.value: set() for s in ChunkState}
@@ -36,9 +37,10 @@ def assert_redis_structure(url: str, job: str) -> None:
     assert set(leased) == by_state["leased"]
     assert set(done) == by_state["done"]
     assert set(dead) == by_state["dead"]
+    assert set(splits) == by_state["split"] and all(records[cid]["split"] == tag for cid, tag in splits.items())
     assert {cid: int(g) for cid, g in done.items()} == {cid: records[cid]["committed"] for cid in done}
     expected = {"pending": len(pending), "leased": len(leased), "done": len(done), "dead": len(dead),
-                "total": len(records)}
+                "total": len(records) - len(splits)}
     assert {k: counts.get(k, 0) for k in expected} == expected
 
 

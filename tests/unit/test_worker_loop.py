@@ -281,3 +281,79 @@ def test_a_burst_worker_of_a_standby_pool_waits_for_chunks_held_elsewhere(store)
             queue.release(lease)
         t.join(10)
     assert result == [StopReason.FINISHED] and worker.chunks_done == 2
+
+
+def test_stop_commits_the_answered_requests_and_hands_the_rest_back(store):
+    """A stop mid-chunk keeps every answered request (a partial commit) and hands the unanswered
+    ones back as a new chunk; a cancelled job then returns the answered ones and batch_cancelled
+    only for those never run; once another worker runs the rest, each custom_id is in the output once."""
+    from orca.assembler import assemble
+    from orca.models import ChunkManifest
+
+    s = settings(drain_grace_s=0.3)
+    queue = queue_for(s)
+    # concurrency 8: five answered at once, eight still in flight at the stop, three never sent
+    delays = [0.01] * 5 + [30.0] * 11
+    lines = [json.dumps({"custom_id": f"c0-{i}", "method": "POST", "url": "/v1/completions",
+                         "body": body(0, i, fake_delay_s=d)}) for i, d in enumerate(delays)]
+    store.put_bytes(LAYOUT.chunk("chunk-000"), ("\n".join(lines) + "\n").encode())
+    queue.enqueue_many(["chunk-000"])
+    manifests = [ChunkManifest(job_id=JOB, chunk_id="chunk-000", lines=list(range(1, 17)), est_tokens=16)]
+    with FakeOpenAIServer(slots=64) as fake:
+        worker = make_worker(queue, store, fake.url, s, concurrency=8, burst=False)
+        t, result = run_in_thread(worker)
+        wait_until(lambda: worker.requests_uncommitted == 5 and fake.stats.in_flight == 8)
+        assert worker.requests_uncommitted == 5 and fake.stats.in_flight == 8
+        worker.stop()
+        t.join(5)
+        assert not t.is_alive()
+        assert result == [StopReason.SIGNALLED] and worker.requests_salvaged == 5
+        info = queue.chunk("chunk-000")
+        assert info.state is ChunkState.SPLIT and info.attempts == 0
+        answered, rest = f"chunk-000.{info.split}a", f"chunk-000.{info.split}r"
+        assert queue.committed_generations() == {answered: 1}
+        assert [line["custom_id"] for line in read_output(store, answered, 1)] == [f"c0-{i}" for i in range(5)]
+        counts = queue.counts()
+        assert (counts.pending, counts.leased, counts.done, counts.total) == (1, 0, 1, 2)
+
+        cancelled = assemble(store, JOB, queue.committed_generations(), queue.dead_chunks(), manifests,
+                             unfinished_code="batch_cancelled", splits=queue.splits())
+        assert (cancelled.completed, cancelled.failed) == (5, 11)
+        errors = [json.loads(x) for x in store.get_bytes(LAYOUT.errors).splitlines()]
+        assert [e["custom_id"] for e in errors] == [f"c0-{i}" for i in range(5, 16)]
+        assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
+
+        fast = settings()
+        store.put_bytes(LAYOUT.chunk(rest), b"".join(  # the rescuer should not wait 30 s for the slow ones
+            json.dumps({**json.loads(x), "body": body(0, int(json.loads(x)["custom_id"][3:]))}).encode() + b"\n"
+            for x in store.get_bytes(LAYOUT.chunk(rest)).splitlines()))
+        rescuer = make_worker(queue, store, fake.url, fast, worker_id="w2")
+        assert asyncio.run(rescuer.run()) is StopReason.FINISHED
+    assert queue.counts().finished
+    final = assemble(store, JOB, queue.committed_generations(), queue.dead_chunks(), manifests, splits=queue.splits())
+    assert (final.completed, final.failed, final.missing) == (16, 0, 0)
+    out = [json.loads(x) for x in store.get_bytes(LAYOUT.output).splitlines()]
+    assert [o["custom_id"] for o in out] == [f"c0-{i}" for i in range(16)]
+
+
+def test_a_stale_worker_keeps_nothing_when_it_stops(store):
+    s = settings(drain_grace_s=0.3)
+    clock = ManualClock()
+    queue = queue_for(s, clock)
+    delays = [0.01] * 2 + [30.0] * 2
+    lines = [json.dumps({"custom_id": f"c0-{i}", "method": "POST", "url": "/v1/completions",
+                         "body": body(0, i, fake_delay_s=d)}) for i, d in enumerate(delays)]
+    store.put_bytes(LAYOUT.chunk("chunk-000"), ("\n".join(lines) + "\n").encode())
+    queue.enqueue_many(["chunk-000"])
+    with FakeOpenAIServer(slots=64) as fake:
+        worker = make_worker(queue, store, fake.url, settings(drain_grace_s=0.3, tick_s=30), concurrency=4, burst=False)
+        t, result = run_in_thread(worker)
+        wait_until(lambda: worker.requests_uncommitted == 2)
+        clock.advance(s.queue.lease_s + 1)
+        assert queue.reap() == ["chunk-000"]
+        (thief,) = queue.claim("w2", "pool-a")
+        worker.stop()
+        t.join(5)
+    assert queue.splits() == {} and queue.committed_generations() == {}
+    info = queue.chunk("chunk-000")
+    assert (info.state, info.owner, info.generation) == (ChunkState.LEASED, "w2", thief.generation)

@@ -16,6 +16,11 @@ Failure injection, read from the request body (which the worker forwards as is):
 * ``"fake_delay_s": 1.5`` - this request's own latency.
 * ``"fake_hang": true`` - never answer (a hung engine).
 
+``ORCA_FAKE_ANSWER_LOG=DIR`` (the chaos bench): the server appends one JSON line per request to
+``DIR/<parent pid>-<port>.jsonl`` when it starts (``{"ev": "start", "user", "t"}``) and when it
+answers (``{"ev": "done", "user", "id", "t"}``; ``id`` is the response id, unique per server, and
+``user`` the request body's ``user`` field), written through at once so a kill -9 loses nothing.
+
 ``GET /fake/stats`` returns counters (requests, in_flight, max_in_flight, by_path); in-process,
 ``keep_log=True`` also records each served request's start and finish times and body.
 Run it as ``python -m orca.worker.engines.fake_server --port N --slots 64 --latency-s 0.02``
@@ -28,6 +33,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import threading
 import time
 from collections import Counter
@@ -62,6 +68,13 @@ class FakeOpenAIServer:
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
         self._sem: asyncio.Semaphore | None = None
+        self._answer_log = None  # file object, see ORCA_FAKE_ANSWER_LOG
+        self._seq = 0
+
+    def _log_answer(self, ev: str, body: dict, **extra) -> None:
+        if self._answer_log is not None:
+            self._answer_log.write(json.dumps({"ev": ev, "user": body.get("user"), "t": time.time(), **extra}) + "\n")
+            self._answer_log.flush()
 
     @property
     def url(self) -> str:
@@ -78,6 +91,9 @@ class FakeOpenAIServer:
         self._sem = asyncio.Semaphore(self.slots)
         self._server = await asyncio.start_server(self._handle, self.host, self.port, backlog=1024)
         self.port = self._server.sockets[0].getsockname()[1]
+        log_dir = os.environ.get("ORCA_FAKE_ANSWER_LOG")
+        if log_dir:
+            self._answer_log = open(os.path.join(log_dir, f"{os.getppid()}-{self.port}.jsonl"), "a", buffering=1)
 
     def start(self) -> str:
         ready = threading.Event()
@@ -168,6 +184,9 @@ class FakeOpenAIServer:
                 self.stats.failures_served[key] += 1
                 return int(fail["status"]), {"error": {"message": "injected failure", "type": "fake", "code": "injected"}}
         assert self._sem is not None
+        self._seq += 1
+        seq = self._seq
+        self._log_answer("start", body)
         async with self._sem:
             started = time.monotonic()
             self.stats.in_flight += 1
@@ -182,7 +201,11 @@ class FakeOpenAIServer:
                 self.stats.in_flight -= 1
         if self.keep_log:
             self.stats.log.append((path, started, time.monotonic(), body))
-        return 200, _response(path, body, self.stats.requests)
+        response = _response(path, body, self.stats.requests)
+        if self._answer_log is not None:
+            response["id"] = f"{response.get('id', 'embd-fake')}-{self.port}-{seq}"
+            self._log_answer("done", body, id=response["id"])
+        return 200, response
 
 
 def _response(path: str, body: dict, n: int) -> dict:

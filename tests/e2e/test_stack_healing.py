@@ -1,0 +1,139 @@
+"""The embedded stack heals itself and never charges chunks for its own faults.
+
+Real processes: redis-server, API server + controller, RQ worker, local workers on the fake engine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orca.control import embedded
+from orca.launchers.local import process_start_time
+from orca.queue import ChunkQueue
+from orca.queue.embedded import free_port
+from tests.e2e.test_server_recovery import FAST, Stack, assert_exactly_once, batch
+
+
+def _stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> Stack:
+    home = tmp_path / "orca"
+    monkeypatch.setenv("ORCA_HOME", str(home))
+    monkeypatch.setenv("ORCA_CONTROL__PORT", str(free_port()))
+    for k, v in {**FAST, **env}.items():
+        monkeypatch.setenv(k, v)
+    for k in ("ORCA_REDIS_URL", "ORCA_STORE_URL", "ORCA_API_URL", "ORCA_API_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    return Stack(home)
+
+
+@pytest.fixture
+def stubborn_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """Workers whose drain grace outlasts the launcher's stop grace: `orca down` SIGKILLs them holding leases."""
+    s = _stack(tmp_path, monkeypatch, ORCA_WORKER__DRAIN_GRACE_S="30", ORCA_LAUNCHER__LOCAL_STOP_GRACE_S="0.5")
+    s.up()
+    try:
+        yield s
+    finally:
+        embedded.down(s.settings)
+
+
+def test_orca_down_gives_held_chunks_back_uncharged(stubborn_stack: Stack) -> None:
+    stack = stubborn_stack
+    job = stack.submit(batch(40, 60.0))  # nothing finishes: every held chunk is still leased at `down`
+    stack.wait(job["id"], lambda j: j["progress"]["chunks_leased"] >= 2, what="workers holding chunks")
+    redis_url = embedded.redis_url(stack.settings)  # with its password (status shows it redacted)
+    embedded.down(stack.settings, keep_redis=True)
+    with ChunkQueue(redis_url, job["id"], stack.settings.queue) as queue:
+        counts = queue.counts()
+        assert counts.leased == 0 and counts.pending == counts.total and counts.dead == 0
+        infos = [queue.chunk(f"chunk-{i:06d}") for i in range(counts.total)]
+    assert all(info.attempts == 0 for info in infos)
+    # chunks not yet started were released by the workers themselves; those in flight were reclaimed
+    reclaimed = [info for info in infos if "orca down" in (info.last_error or "")]
+    assert reclaimed
+    stack.up()
+    reg = stack.registry()
+    try:
+        events = [e for e in reg.events(job["id"]) if e.get("kind") == "reclaimed"]
+        assert events and all("uncharged" in e["message"] for e in events)
+        assert {r.state.value for r in reg.replicas(job["id"]) if r.replica_id in {i.owner for i in reclaimed}} == {"terminated"}
+    finally:
+        reg.close()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    s = _stack(tmp_path, monkeypatch)
+    s.up()
+    try:
+        yield s
+    finally:
+        embedded.down(s.settings)
+
+
+def _redis_state(stack: Stack) -> tuple[int, int]:
+    pid, port = (stack.home / "redis" / "orca-redis.state").read_text().split()
+    return int(pid), int(port)
+
+
+def _job_when_answering(stack: Stack, job_id: str, pred, timeout: float, what: str) -> dict:
+    """Poll the job, riding out 503s and refused connections while the stack heals."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{stack.api}/api/jobs/{job_id}", headers=stack.headers, timeout=10)
+            if r.status_code == 200 and pred(r.json()):
+                return r.json()
+            assert r.status_code in (200, 503), r.text
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _kill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while process_start_time(pid) is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_a_killed_redis_server_comes_back_on_its_port_and_the_same_server_carries_on(stack: Stack) -> None:
+    n = 160
+    job = stack.submit(batch(n, 0.05))
+    stack.wait(job["id"], lambda j: j["progress"]["chunks_done"] >= 1, what="first chunk")
+    pid, port = _redis_state(stack)
+    before = embedded.status(stack.settings).processes
+    _kill(pid)
+    _job_when_answering(stack, job["id"], lambda j: j["status"] == "completed", 90, "completion after a Redis crash")
+    new_pid, new_port = _redis_state(stack)
+    assert new_pid != pid and new_port == port  # restarted by the supervisor, where every client looks for it
+    after = embedded.status(stack.settings).processes
+    assert after["server"] == before["server"] and after["rq-worker"] == before["rq-worker"]  # reconnected, not replaced
+    assert httpx.get(f"{stack.api}/healthz", timeout=5).json() == {"ok": True, "redis": True, "store": True}
+    assert_exactly_once(stack, job["id"], n)
+
+
+def test_orca_up_repairs_a_half_dead_stack(stack: Stack) -> None:
+    n = 80
+    job = stack.submit(batch(n, 0.05))
+    stack.wait(job["id"], lambda j: j["progress"]["chunks_done"] >= 1, what="first chunk")
+    before = embedded.status(stack.settings).processes
+    _kill(before["supervisor"])  # nobody heals it by itself now
+    pid, port = _redis_state(stack)
+    _kill(pid)
+    _kill(before["rq-worker"])
+    assert httpx.get(f"{stack.api}/healthz", timeout=10).status_code == 503
+    stack.up()
+    after = embedded.status(stack.settings).processes
+    assert after["server"] == before["server"] and all(after.values())
+    assert _redis_state(stack)[1] == port
+    _job_when_answering(stack, job["id"], lambda j: j["status"] == "completed", 90, "completion after orca up")
+    assert_exactly_once(stack, job["id"], n)
