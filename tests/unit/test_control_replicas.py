@@ -39,6 +39,9 @@ class Registry:
     def add_events(self, job_id, events):
         self.events.extend(events)
 
+    def worker_metrics(self, job_id, worker_id):
+        return None  # no worker here reports a preemption notice
+
 
 class Cloud:
     """Records launcher calls; the replica's handle is known before the launch, as SkyPilot's is."""
