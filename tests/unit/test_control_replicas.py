@@ -36,9 +36,6 @@ class Registry:
     def add_event(self, job_id, kind, message):
         self.events.append((kind, message))
 
-    def worker_metrics(self, job_id, worker_id):
-        return {}  # no worker reported a preemption notice
-
     def add_events(self, job_id, events):
         self.events.extend(events)
 
