@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
@@ -256,7 +255,9 @@ def submit_cmd(
         return
     if not json_out:
         _err(f"orca: submitted {job.id} (deadline {deadline}); waiting (Ctrl-C stops waiting, not the job)")
-    _wait_and_report(client, job.id, output, json_out, on_update=None if json_out else _announce_plan())
+    from orca.cli_wait import announce_plan
+
+    _wait_and_report(client, job.id, output, json_out, on_update=None if json_out else announce_plan())
 
 
 def _local_quote(stats, deadline_s: float, model: str | None, gpu: str | None, market: list[str] | None, settings) -> str:
@@ -276,64 +277,23 @@ def _local_quote(stats, deadline_s: float, model: str | None, gpu: str | None, m
     return f"quote: {quote_line(q)}" if q is not None else "no quote for a local plan"
 
 
-def _announce_plan() -> Callable[["Job"], None]:
-    """An ``on_update`` hook that prints the job's plan once the planner has chosen it."""
-    shown = False
-
-    def on_update(job: "Job") -> None:
-        nonlocal shown
-        if not shown and job.plan is not None:
-            from tqdm.auto import tqdm
-
-            from orca.cli_format import plan_text
-
-            shown = True
-            tqdm.write(f"orca: plan: {plan_text(job.plan)}", file=sys.stderr)
-            if job.quote is not None:
-                from orca.cli_format import quote_text
-
-                tqdm.write(f"orca: quote: {quote_text(job)}", file=sys.stderr)
-
-    return on_update
-
-
 def _wait_and_report(client: "Client", job_id: str, output: Path | None, json_out: bool,
                      on_update: Callable[["Job"], None] | None = None) -> None:
+    from orca.cli_wait import final_summary, save_results, stopped_waiting_line
+
     try:
         job = client.wait(job_id, progress=True, on_update=on_update)
     except KeyboardInterrupt:
-        _err(f"orca: stopped waiting; {job_id} keeps running (`orca status {job_id}`, `orca cancel {job_id}`)")
+        _err(stopped_waiting_line(job_id))
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    written = None
-    if output is not None and job.output_available:
-        with open(output, "wb") as f:
-            written = client.download(job_id, f, "results")
+    written = save_results(client, job, output)
     if json_out:
         _print_json(job.model_dump(mode="json"))
     else:
-        _final_summary(job, output if written is not None else None)
+        for line in final_summary(job, written):
+            typer.echo(line)
     if job.status.value != "completed":
         raise typer.Exit(EXIT_FAILED)
-
-
-def _final_summary(job: "Job", output: Path | None) -> None:
-    from orca.cli_format import cost_text, issue_lines
-    from orca.durations import format_duration
-
-    c = job.request_counts
-    end = job.completed_at or job.failed_at or job.cancelled_at or job.expired_at or time.time()
-    typer.echo(f"{job.id} {job.status.value}: {c.completed}/{c.total} requests succeeded, {c.failed} failed, "
-               f"in {format_duration(end - job.created_at)}, cost {cost_text(job)}")
-    if job.message:
-        typer.echo(f"  {job.message}")
-    for line in issue_lines(job.validation_errors, total=job.validation_error_count):
-        typer.echo(line)
-    if output is not None:
-        typer.echo(f"results: {output}")
-    elif job.output_available:
-        typer.echo(f"results: orca results {job.id} -o output.jsonl")
-    if job.output_available and c.failed:
-        typer.echo(f"errors:  orca errors {job.id} -o errors.jsonl")
 
 
 @_command("status")
