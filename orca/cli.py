@@ -172,28 +172,16 @@ def plan_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Print the plans (GPU, TP/PP, market, replicas, ETA, cost) for a file without launching anything."""
-    from orca.planner.render import plan_for_stats, plan_to_dict, plans_table
+    from orca.cli_plan import plan_lines, plan_report, plans_and_quote
 
     deadline_s = _deadline_s(deadline)
     stats = local_stats(file, model)
-    from dataclasses import replace
-
-    from orca.sim.quote import quote, quote_line
-
-    plans = plan_for_stats(stats, deadline_s, model=model, markets=tuple(market) if market else None,
-                           gpus=(gpu,) if gpu else (), settings=get_settings())
-    q = quote(plans, replace(stats, model=model) if model else stats, deadline_s, get_settings())
+    plans, q = plans_and_quote(stats, deadline_s, model, gpu, market, get_settings())
     if json_out:
-        _print_json({"object": "list", "data": [plan_to_dict(p) for p in plans], "n_requests": stats.n_requests,
-                     "est_prompt_tokens": stats.prompt_tokens, "est_output_tokens": stats.max_output_tokens,
-                     "model": model or stats.model, "deadline_s": deadline_s,
-                     "quote": q.to_dict() if q is not None else None})
+        _print_json(plan_report(plans, q, stats, model, deadline_s))
         return
-    typer.echo(f"{stats.n_requests} requests to {model or stats.model} ({stats.endpoint}), "
-               f"~{stats.prompt_tokens:,} prompt + {stats.max_output_tokens:,} output tokens; deadline {deadline}")
-    typer.echo(plans_table(plans))
-    if q is not None:
-        typer.echo(f"quote for the first plan: {quote_line(q)}")
+    for line in plan_lines(plans, q, stats, model, deadline):
+        typer.echo(line)
 
 
 @_command("submit")
@@ -213,16 +201,12 @@ def submit_cmd(
 ) -> None:
     """Submit a batch file; with --wait, follow it to the end (exit 1 unless it completed)."""
     deadline_s = _deadline_s(deadline)
-    meta = {}
-    for item in metadata or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--metadata")
-        meta[key] = value
-    from orca.metadata import metadata_issues
+    from orca.cli_submit import parse_metadata
 
-    if issues := metadata_issues(meta, get_settings().control):  # OpenAI's limits, before anything is uploaded
-        raise typer.BadParameter(issues[0].message, param_hint="--metadata")
+    try:
+        meta = parse_metadata(metadata or [], get_settings().control)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--metadata") from None
     if output is not None and not wait:
         raise typer.BadParameter("--output needs --wait (or use `orca results JOB -o FILE`)", param_hint="--output")
     if validate:
@@ -231,17 +215,14 @@ def submit_cmd(
             _err(f"orca: {file}: {stats.n_requests} valid requests to {model or stats.model}")
         settings = get_settings()
         if settings.api_url is None and (launcher or settings.control.default_launcher) == "local":
+            from orca.cli_submit import check_local_plan
+
             # The embedded stack plans over this machine's workers: say now if that cannot work, before uploading.
-            from orca.control.schemas import JobCreate
-            from orca.control.validation import check_job_create
-            from orca.planner.render import plan_for_stats
-
-            check_job_create(JobCreate(launcher=launcher, gpu=gpu, markets=market), settings)  # the server's field checks
-
-            plan_for_stats(stats, deadline_s, model=model, markets=("local",), gpus=(gpu,) if gpu else (),
-                           max_replicas=settings.launcher.local_max_workers, settings=settings)
+            check_local_plan(stats, deadline_s, model, launcher, gpu, market, settings)
         elif not json_out and not wait:  # with --wait the server's quote is shown once it has planned
-            _err(f"orca: {_local_quote(stats, deadline_s, model, gpu, market, settings)}")
+            from orca.cli_submit import local_quote
+
+            _err(f"orca: {local_quote(stats, deadline_s, model, gpu, market, settings)}")
     client = make_client(start=True)
     handle = client.submit(file, deadline=deadline, model=model, launcher=launcher, gpu=gpu, markets=market,
                            metadata=meta, allow_multiple_models=allow_multiple_models)
@@ -258,23 +239,6 @@ def submit_cmd(
     from orca.cli_wait import announce_plan
 
     _wait_and_report(client, job.id, output, json_out, on_update=None if json_out else announce_plan())
-
-
-def _local_quote(stats, deadline_s: float, model: str | None, gpu: str | None, market: list[str] | None, settings) -> str:
-    """The deadline quote for the plan a cloud launcher would get, computed here before uploading."""
-    from dataclasses import replace
-
-    from orca.errors import PlanInfeasibleError
-    from orca.planner.render import plan_for_stats
-    from orca.sim.quote import quote, quote_line
-
-    try:
-        plans = plan_for_stats(stats, deadline_s, model=model, markets=tuple(market) if market else None,
-                               gpus=(gpu,) if gpu else (), settings=settings)
-    except PlanInfeasibleError as exc:
-        return f"no quote: {exc}"
-    q = quote(plans, replace(stats, model=model) if model else stats, deadline_s, settings)
-    return f"quote: {quote_line(q)}" if q is not None else "no quote for a local plan"
 
 
 def _wait_and_report(client: "Client", job_id: str, output: Path | None, json_out: bool,
