@@ -497,11 +497,6 @@ app.add_typer(token_app)
 NameArg = Annotated[str, typer.Argument(help="User name (letters, digits, '.', '_', '-').")]
 
 
-def _user_line(user: dict) -> str:
-    overrides = ", ".join(f"{k}={v:g}" for k, v in sorted(user.get("quota_overrides", {}).items()))
-    return f"{user['name']}{' (admin)' if user.get('admin') else ''}{'  quota: ' + overrides if overrides else ''}"
-
-
 @_command("add", on=users_app)
 def users_add_cmd(name: NameArg, admin: Annotated[bool, typer.Option("--admin", help="May manage users and see every job.")] = False,
                   json_out: JsonOpt = False) -> None:
@@ -510,9 +505,10 @@ def users_add_cmd(name: NameArg, admin: Annotated[bool, typer.Option("--admin", 
     if json_out:
         _print_json(made)
         return
+    from orca.cli_users import added_user_notice
+
     typer.echo(made["token"])
-    _err(f"orca: added {_user_line(made['user'])}; give them this token (it is not shown again): "
-         "ORCA_API_URL=... ORCA_API_TOKEN=<token> orca submit ...")
+    _err(added_user_notice(made["user"]))
 
 
 @_command("list", on=users_app)
@@ -522,8 +518,10 @@ def users_list_cmd(json_out: JsonOpt = False) -> None:
     if json_out:
         _print_json({"object": "list", "data": users})
     else:
+        from orca.cli_users import user_line
+
         for user in users:
-            typer.echo(_user_line(user))
+            typer.echo(user_line(user))
 
 
 @_command("revoke", on=users_app)
@@ -556,18 +554,18 @@ def users_quota_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Set a user's quota overrides (the rest keep the server's ORCA_QUOTA__* settings)."""
+    from orca.cli_users import quota_changes, user_line
+
     values = {"max_active_jobs": max_active_jobs, "max_queued_requests": max_queued_requests, "max_usd_per_day": max_usd_per_day}
-    if clear:
-        quotas = {k: None for k in values}
-    else:
-        quotas = {k: v for k, v in values.items() if v is not None}
-        if not quotas:
-            raise typer.BadParameter("give at least one of --max-active-jobs, --max-queued-requests, --max-usd-per-day, or --clear")
+    try:
+        quotas = quota_changes(values, clear)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     user = make_client().set_quota(name, **quotas)
     if json_out:
         _print_json(user)
     else:
-        typer.echo(_user_line(user))
+        typer.echo(user_line(user))
 
 
 @_command("me", on=users_app)
@@ -577,31 +575,24 @@ def users_me_cmd(json_out: JsonOpt = False) -> None:
     if json_out:
         _print_json(me)
         return
-    typer.echo(f"{me['name']}{' (admin)' if me['admin'] else ''}")
-    for field, limit in me["quotas"].items():
-        used = {"max_active_jobs": "active_jobs", "max_queued_requests": "queued_requests", "max_usd_per_day": "usd_last_day"}[field]
-        typer.echo(f"  {field}: {me['usage'][used]:g} used of {'unlimited' if not limit else f'{limit:g}'}")
+    from orca.cli_users import me_lines
+
+    for line in me_lines(me):
+        typer.echo(line)
 
 
 @_command("rotate", on=token_app)
 def token_rotate_cmd(json_out: JsonOpt = False) -> None:
     """Replace your own token; the old one stops working at once. The embedded stack's token file is updated."""
-    import os
+    from orca.cli_users import replace_token_file
 
     client = make_client()
     settings = get_settings()
     made = client.rotate_token()
-    path = settings.home / "token"
-    updated = False
-    if settings.api_token is None and path.exists() and path.read_text().strip() == client.token:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(made["token"] + "\n")
-        os.chmod(path, 0o600)  # O_CREAT's mode applies only to a new file
-        updated = True
+    path = replace_token_file(settings, client.token, made["token"])
     if json_out:
-        _print_json({**made, "token_file": str(path) if updated else None})
-    elif updated:
+        _print_json({**made, "token_file": str(path) if path else None})
+    elif path:
         typer.echo(f"rotated the token of {made['user']['name']}; the new one is in {path}")
     else:
         typer.echo(made["token"])
