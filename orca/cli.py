@@ -415,36 +415,23 @@ def down_cmd(json_out: JsonOpt = False) -> None:
         typer.echo(f"orca is down (state kept in {settings.home})")
 
 
-def _open_in_browser(url: str) -> bool:
-    """Open ``url`` in a graphical browser if this session has one (never a console browser in the terminal)."""
-    import os
-    import webbrowser
-
-    if sys.platform not in ("darwin", "win32") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return False
-    try:
-        return webbrowser.open(url, new=2)
-    except webbrowser.Error:
-        return False
-
-
 @_command("dashboard")
 def dashboard_cmd(
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open the dashboard in a browser when one is available.")] = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Print the web dashboard's URL (starting the embedded stack if needed) and open it in a browser."""
+    from orca.cli_dashboard import open_in_browser, sign_in_notice, token_file
+
     client = make_client(start=True)
     url = client.api_url + "/"
-    settings = get_settings()
-    token_file = settings.home / "token" if settings.api_url is None else None
-    opened = open_browser and _open_in_browser(url)
+    tokens = token_file(get_settings())
+    opened = open_browser and open_in_browser(url)
     if json_out:
-        _print_json({"url": url, "opened": opened, "token_file": str(token_file) if token_file else None})
+        _print_json({"url": url, "opened": opened, "token_file": str(tokens) if tokens else None})
         return
     typer.echo(url)
-    where = f"the token in {token_file}" if token_file else "your API token (ORCA_API_TOKEN)"
-    _err(f"orca: sign in with {where}" + ("; opened in your browser" if opened else ""))
+    _err(sign_in_notice(tokens, opened))
 
 
 @_command("config")
