@@ -55,24 +55,13 @@ def _print_json(obj: Any) -> None:
 
 def _fail(exc: OrcaError, json_out: bool = False) -> None:
     """One line on stderr (plus the validation errors by line, if any); with --json also the error as JSON on stdout; exit 1."""
-    from orca.cli_format import issue_lines
+    from orca.cli_errors import error_dict, error_lines
 
-    listed = isinstance(exc, InputValidationError) and bool(exc.errors)
-    _err(f"orca: error: {exc.message if listed else exc}")
-    if listed:
-        for line in issue_lines(exc.errors, total=exc.context.get("error_count")):
-            _err(line)
+    for line in error_lines(exc):
+        _err(line)
     if json_out:
-        _print_json({"error": _error_dict(exc)})
+        _print_json({"error": error_dict(exc)})
     raise typer.Exit(EXIT_FAILED)
-
-
-def _error_dict(exc: OrcaError) -> dict[str, Any]:
-    """An OrcaError for ``--json``: its class, message and context; validation problems by line."""
-    body: dict[str, Any] = {"type": type(exc).__name__, "message": exc.message, **exc.context}
-    if isinstance(exc, InputValidationError):
-        body["errors"] = [e.model_dump() for e in exc.errors]
-    return body
 
 
 def _command(*names: str, on: typer.Typer | None = None, **kwargs: Any) -> Callable[[Callable], Callable]:
@@ -95,9 +84,9 @@ def _command(*names: str, on: typer.Typer | None = None, **kwargs: Any) -> Calla
 
                 if os.environ.get("ORCA_DEBUG"):
                     raise
-                _fail(OrcaError(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-                                "(ORCA_DEBUG=1 shows the traceback)".replace(":  (", " (")),
-                      json_out=bool(kw.get("json_out")))
+                from orca.cli_errors import unexpected_error
+
+                _fail(unexpected_error(exc), json_out=bool(kw.get("json_out")))
 
         (on or app).command(*names, **kwargs)(run)
         return fn
@@ -114,14 +103,9 @@ def get_settings() -> "Settings":
     try:
         return settings()
     except ValidationError as exc:
-        from orca.errors import ConfigError
+        from orca.cli_errors import setting_error
 
-        first = exc.errors()[0]
-        loc = [str(p) for p in first.get("loc", ())]
-        section, rest = (loc[0], loc[1:]) if loc else ("", [])
-        env = "ORCA_" + "__".join(x.upper() for x in [section, *rest[:1]] if x)
-        inner = ".".join(rest[1:])
-        raise ConfigError(f"invalid setting {env}: {(inner + ': ') if inner else ''}{first.get('msg', 'invalid value')}") from None
+        raise setting_error(exc) from None
 
 
 def make_client(start: bool = False) -> "Client":
