@@ -42,6 +42,7 @@ JobArg = Annotated[str, typer.Argument(help="Job id (batch_...).")]
 DeadlineOpt = Annotated[str, typer.Option("--deadline", "-d", help="Time from now to finish by: 90m, 2h, 1d, 1h30m or seconds.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model to run (overrides the model named in the requests).")]
 GpuOpt = Annotated[Optional[str], typer.Option("--gpu", help="Restrict the planner to one GPU type (e.g. H100, L4, cpu).")]
+OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")]
 MarketOpt = Annotated[Optional[list[str]], typer.Option("--market", help="Allowed market (repeatable): spot, on_demand, serverless, local.")]
 
 
@@ -250,15 +251,11 @@ def status_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Show a job (progress, ETA, cost, plan, pools) or, without JOB, your latest jobs."""
-    from orca.cli_format import job_detail, jobs_table
+    from orca.cli_format import job_detail
 
     client = make_client()
     if job_id is None:
-        jobs = client.list_jobs(limit=get_settings().control.list_limit)
-        if json_out:
-            _print_json({"object": "list", "data": [j.model_dump(mode="json") for j in jobs]})
-        else:
-            typer.echo(jobs_table(jobs) if jobs else "no jobs yet: orca submit FILE --deadline 2h")
+        _show_jobs(client.list_jobs(limit=get_settings().control.list_limit), json_out)
         return
     job = client.get_job(job_id)
     if json_out:
@@ -274,9 +271,13 @@ def list_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """List your jobs (with --all, everyone's), newest first."""
+    _show_jobs(make_client().list_jobs(limit=limit or get_settings().control.list_limit, all_users=all_users), json_out)
+
+
+def _show_jobs(jobs: list["Job"], json_out: bool) -> None:
+    """A list of jobs (``status`` without JOB, ``list``): a table, or a JSON list object."""
     from orca.cli_format import jobs_table
 
-    jobs = make_client().list_jobs(limit=limit or get_settings().control.list_limit, all_users=all_users)
     if json_out:
         _print_json({"object": "list", "data": [j.model_dump(mode="json") for j in jobs]})
     else:
@@ -309,7 +310,7 @@ def _download(job_id: str, kind: str, output: Path | None, json_out: bool) -> No
 @_command("results")
 def results_cmd(
     job_id: JobArg,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    output: OutputOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Download a job's output.jsonl (partial results while it runs)."""
@@ -319,7 +320,7 @@ def results_cmd(
 @_command("errors")
 def errors_cmd(
     job_id: JobArg,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    output: OutputOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Download a job's errors.jsonl (failed requests, or the input's validation errors)."""
