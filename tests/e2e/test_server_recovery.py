@@ -16,9 +16,11 @@ import httpx
 import pytest
 
 from orca.control import embedded
+from orca.launchers.local import process_start_time
 from orca.queue.embedded import free_port
 from orca.queue.jobs import JobRegistry
 from orca.settings import Settings
+from tests.conftest import wait_until
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -145,6 +147,9 @@ def test_server_killed_mid_job_is_readopted(stack: Stack) -> None:
         pid = int((stack.home / "run" / "server.pid").read_text().split()[0])
         os.kill(pid, signal.SIGKILL)
         assert before["progress"]["chunks_done"] < before["progress"]["chunks_total"]  # killed mid-job
+        # SIGKILL lands when the kernel next schedules the process (later still if it sits in an fsync):
+        # `up` must see the old server gone, or it rightly leaves a running server alone
+        wait_until(lambda: process_start_time(pid) is None, timeout_s=30, what=f"the killed server {pid} to exit")
         # a fresh server (and controller) adopts the running job and its workers: the stack's supervisor
         # starts it within a second, or this `up` does, whichever comes first
         stack.up()
