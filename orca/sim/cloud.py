@@ -13,8 +13,7 @@ Everything outside orca that a job meets, and nothing of orca itself:
 - **Start-up**: a booted machine runs its worker after the pool's start-up (VM boot + image +
   model load; serverless: the provider's cold start, or a warm start when a container of the pool
   ended within ``serverless_warm_s``). Serverless runs at most ``serverless_concurrency``
-  containers at once (more wait, unbilled) and each invocation lasts ``launcher.serverless_budget_s``
-  (claims stop ``worker.drain_grace_s`` before its end, as ``orca.worker.serverless`` does).
+  containers at once (more wait, unbilled) and each invocation lasts ``launcher.serverless_budget_s``.
 - **Billing** is per second from the moment the machine is allocated to its end.
 - **Workers** claim and commit real chunks through the real queue contract (the in-memory twin
   ``orca.queue.memory``) at the replica's *true* tokens/s, which the scenario may set apart from
@@ -23,6 +22,14 @@ Everything outside orca that a job meets, and nothing of orca itself:
   it exits when nothing is left to claim (unless its pool is on standby for a swap while other
   workers hold chunks: then it waits); drained, it finishes its chunk and exits; it reports
   its tokens/s to the registry as a real worker does.
+- **Stopping** as ``orca.worker.worker`` stops: ``worker.drain_grace_s`` before a serverless budget
+  ends, or when it sees the cloud's notice (``worker.preemption_poll_s`` after it, at worst), the
+  worker halts dispatch and claims nothing more; the requests in flight (at most
+  ``worker.max_concurrency``) get the grace (a notice's: what it leaves less ``worker.notice_margin_s``,
+  at most ``drain_grace_s``); then the chunk is let go through the queue's partial commit
+  (``split``): the answered requests commit, the rest goes back to the head of the queue (all
+  answered: ``complete``; none: ``release``). A chunk holds ``ChunkWork.requests`` requests of equal
+  size; a request counts as answered once the engine's output covers it.
 """
 
 from __future__ import annotations
@@ -69,6 +76,14 @@ class MachineProfile:
     tokens_per_s: float
 
 
+@dataclass(frozen=True)
+class ChunkWork:
+    """What a chunk asks of an engine: output tokens, in ``requests`` requests of equal size."""
+
+    tokens: float
+    requests: int
+
+
 @dataclass
 class Machine:
     replica_id: str
@@ -92,7 +107,12 @@ class Machine:
     crash_at: float | None = None
     draining: bool = False
     budget_end: float | None = None     # serverless invocation budget
+    halt_at: float | None = None        # the worker stops dispatching and claiming (budget or notice)
+    salvage_at: float | None = None     # ... and lets its chunk go (partial commit), then stops
+    worker_stopped: bool = False        # a worker stopped on a notice: the machine idles until preempted
     lease: Lease | None = None
+    work: ChunkWork | None = None       # the leased chunk's work
+    chunk_started_at: float | None = None
     chunk_done_at: float | None = None
 
     @property
@@ -108,7 +128,11 @@ class Machine:
     def next_event(self) -> float:
         if self.ended:
             return math.inf
-        times = [t for t in (self.preempt_at, self.crash_at, self.budget_end) if t is not None]
+        times = [t for t in (self.preempt_at, self.crash_at) if t is not None]
+        if self.worker_stopped:
+            return min(times, default=math.inf)
+        if self.salvage_at is not None:
+            times.append(self.salvage_at)
         if self.up_at is None:
             times.append(self.answer_at)
         elif self.lease is None:
@@ -126,6 +150,8 @@ class CloudStats:
     notices: int = 0
     crashes: int = 0
     chunks_done: int = 0
+    splits: int = 0                     # chunks let go with a partial commit
+    requests_salvaged: int = 0          # answered requests those partial commits kept
     last_commit_at: float | None = None
 
 
@@ -134,9 +160,10 @@ class SimCloud:
 
     def __init__(self, settings: Settings, clock: VirtualClock, zones: tuple[Zone, ...], facts: CloudFacts,
                  profile: Callable[[PoolSpec], MachineProfile], queues: Callable[[str], object],
-                 report: Callable[[str, str, dict, float], None], chunk_tokens: Callable[[str, str], float],
+                 report: Callable[[str, str, dict, float], None], chunk_work: Callable[[str, str], ChunkWork],
                  crash_after_s: float | None = None) -> None:
         self.launcher_settings, self.drain_grace_s = settings.launcher, settings.worker.drain_grace_s
+        self.worker_settings = settings.worker
         self.idle_poll_s = settings.worker.idle_poll_s
         self.clock = clock
         self.t0 = clock.time()
@@ -145,7 +172,8 @@ class SimCloud:
         self.profile = profile
         self.queues = queues
         self.report = report
-        self.chunk_tokens = chunk_tokens
+        self.chunk_work = chunk_work
+        self._children: dict[tuple[str, str], ChunkWork] = {}  # the rests of partial commits
         self.crash_after_s = crash_after_s   # the first worker to run crashes this long after it starts
         self.machines: dict[str, Machine] = {}
         self.stats = CloudStats()
@@ -207,7 +235,7 @@ class SimCloud:
                 try:
                     m.lease = self.queues(m.job_id).renew(m.lease)
                 except StaleLeaseError:  # taken back (reaped or reclaimed): drop it, claim anew
-                    m.lease, m.chunk_done_at = None, None
+                    self._drop(m)
                     self._claim(m, self.clock.time())
 
     # -- zones -------------------------------------------------------------
@@ -248,6 +276,7 @@ class SimCloud:
                         and m.notice_at is None):
                     m.notice_at, m.preempt_at = t, t + zone.notice_s
                     self.stats.notices += 1
+                    self._notice(m, t)
 
     # -- machines ------------------------------------------------------------
     def _machine_event(self, m: Machine, t: float) -> None:
@@ -257,17 +286,13 @@ class SimCloud:
         elif m.crash_at is not None and t >= m.crash_at:
             self.stats.crashes += 1
             self._end(m, t, ReplicaState.FAILED, "worker exited with code 1 (simulated crash)")
-        elif m.budget_end is not None and t >= m.budget_end:
+        elif m.salvage_at is not None and t >= m.salvage_at:
             if m.lease is not None and m.chunk_done_at is not None and m.chunk_done_at <= t:
-                self._commit(m, t)  # finished right at the budget: committed, then the worker stops
+                self._commit(m, t)  # finished right at the end of the grace: committed, then the worker stops
                 return
-            if m.lease is not None:  # what the worker could not finish within its budget goes back, uncharged
-                try:
-                    self.queues(m.job_id).release(m.lease)
-                except StaleLeaseError:
-                    pass
-                m.lease = None
-            self._end(m, t, ReplicaState.TERMINATED, "serverless time budget used")
+            if m.lease is not None:
+                self._salvage(m, t)
+            self._stop(m, t)
         elif m.up_at is None:
             self._answer(m, t)
         elif m.lease is None:
@@ -290,6 +315,7 @@ class SimCloud:
             m.up_at, m.ready_at = t, t + startup
             m.claim_at = m.ready_at
             m.budget_end = m.ready_at + self.launcher_settings.serverless_budget_s
+            self._halt(m, m.budget_end - self.drain_grace_s, m.budget_end)
             return
         if m.refusing or (market == "spot" and m.zone in self.zones and self._free(self.zones[m.zone], t) <= 0):
             if not m.refusing:  # no capacity: the refusal arrives after the API's delay
@@ -318,8 +344,8 @@ class SimCloud:
         if m.draining:
             self._end(m, t, ReplicaState.TERMINATED, "worker stopped after drain")
             return
-        if m.budget_end is not None and t >= m.budget_end - self.drain_grace_s:
-            self._end(m, t, ReplicaState.TERMINATED, "serverless time budget used")
+        if m.halt_at is not None and t >= m.halt_at:
+            self._stop(m, t)
             return
         queue = self.queues(m.job_id)
         leases = queue.claim(m.replica_id, m.pool.key, 1)
@@ -332,12 +358,15 @@ class SimCloud:
                 return
             self._end(m, t, ReplicaState.TERMINATED, "worker finished: nothing left to claim")
             return
-        m.lease = leases[0]
-        m.chunk_done_at = t + self.chunk_tokens(m.job_id, m.lease.chunk_id) / m.profile.tokens_per_s
+        m.lease, m.chunk_started_at = leases[0], t
+        m.work = self._children.get((m.job_id, m.lease.chunk_id)) or self.chunk_work(m.job_id, m.lease.chunk_id)
+        m.chunk_done_at = t + m.work.tokens / m.profile.tokens_per_s
+        self._cut_short(m)
         self.report(m.job_id, m.replica_id, {"state": "running", "tokens_per_s": str(m.profile.tokens_per_s)}, t)
 
     def _commit(self, m: Machine, t: float) -> None:
-        lease, m.lease, m.chunk_done_at = m.lease, None, None
+        lease = m.lease
+        self._drop(m)
         try:
             self.queues(m.job_id).complete(lease)
             self.stats.chunks_done += 1
@@ -346,6 +375,79 @@ class SimCloud:
             pass  # it was taken back meanwhile: the redo elsewhere counts
         self.report(m.job_id, m.replica_id, {"state": "running", "tokens_per_s": str(m.profile.tokens_per_s)}, t)
         self._claim(m, t)
+
+    # -- stopping (as orca.worker.worker stops) ----------------------------------
+    def _notice(self, m: Machine, t: float) -> None:
+        """The worker sees the notice at its next metadata poll and keeps ``notice_margin_s`` for the commit."""
+        ws = self.worker_settings
+        seen = t + ws.preemption_poll_s
+        assert m.preempt_at is not None
+        grace = min(self.drain_grace_s, max(0.0, m.preempt_at - seen - ws.notice_margin_s))
+        self._halt(m, seen, seen + grace)
+
+    def _halt(self, m: Machine, halt_at: float, salvage_at: float) -> None:
+        m.halt_at = halt_at if m.halt_at is None else min(m.halt_at, halt_at)
+        m.salvage_at = salvage_at if m.salvage_at is None else min(m.salvage_at, salvage_at)
+        self._cut_short(m)
+
+    def _answered(self, m: Machine, t: float) -> int:
+        """Requests of the leased chunk answered by ``t``: those the engine's output covers; after the
+        halt only the ones in flight then (at most ``max_concurrency``) may still finish."""
+        assert m.work is not None and m.chunk_started_at is not None
+        n = m.work.requests
+
+        def covered(at: float) -> int:
+            done = max(0.0, at - m.chunk_started_at) * m.profile.tokens_per_s / m.work.tokens
+            return min(n, math.floor(done * n + 1e-9))
+
+        if m.halt_at is None or t <= m.halt_at:
+            return covered(t)
+        return min(covered(t), covered(m.halt_at) + self.worker_settings.max_concurrency)
+
+    def _cut_short(self, m: Machine) -> None:
+        """A chunk that cannot be answered in full before the salvage does not complete: it is split then."""
+        if m.lease is None or m.halt_at is None or m.chunk_done_at is None or m.chunk_done_at <= m.halt_at:
+            return
+        assert m.work is not None and m.salvage_at is not None
+        if m.chunk_done_at > m.salvage_at or self._answered(m, m.chunk_done_at) < m.work.requests:
+            m.chunk_done_at = math.inf
+
+    def _salvage(self, m: Machine, t: float) -> None:
+        """Let the leased chunk go as the worker does: all answered -> complete; some -> split; none -> release."""
+        assert m.lease is not None and m.work is not None
+        lease, work, answered = m.lease, m.work, self._answered(m, t)
+        if answered >= work.requests:
+            self._commit(m, t)
+            return
+        self._drop(m)
+        queue = self.queues(m.job_id)
+        try:
+            if answered == 0:
+                queue.release(lease)
+                return
+            _, rest = queue.split(lease, f"{lease.generation}s{self.stats.splits}")
+        except StaleLeaseError:
+            return  # taken back meanwhile: nothing kept
+        left = work.requests - answered
+        self._children[(m.job_id, rest)] = ChunkWork(work.tokens * left / work.requests, left)
+        self.stats.splits += 1
+        self.stats.requests_salvaged += answered
+        self.stats.chunks_done += 1
+        self.stats.last_commit_at = t
+
+    def _stop(self, m: Machine, t: float) -> None:
+        """The worker exits: a serverless invocation ends; a noticed VM idles until the cloud takes it."""
+        if m.ended or m.worker_stopped:
+            return
+        m.claim_at, m.salvage_at = None, None
+        if m.budget_end is not None:
+            self._end(m, t, ReplicaState.TERMINATED, "serverless time budget used")
+        else:
+            m.worker_stopped = True
+            m.message = "worker stopped on the preemption notice"
+
+    def _drop(self, m: Machine) -> None:
+        m.lease, m.work, m.chunk_started_at, m.chunk_done_at = None, None, None, None
 
     def _end(self, m: Machine, t: float, state: ReplicaState, message: str) -> None:
         m.end_state, m.ended_at, m.message = state, t, message

@@ -28,7 +28,7 @@ from orca.queue.jobs import JobRecord
 from orca.queue.memory import MemoryChunkQueue, MemoryQueueServer
 from orca.queue.memory_jobs import MemoryJobRegistry
 from orca.settings import Settings, get_settings
-from orca.sim.cloud import CloudFacts, CloudStats, MachineProfile, SimCloud, Zone
+from orca.sim.cloud import ChunkWork, CloudFacts, CloudStats, MachineProfile, SimCloud, Zone
 from orca.sim.launcher import SimLauncher
 
 T0 = 1_700_000_000.0
@@ -53,6 +53,7 @@ class Scenario:
     zones: tuple[Zone, ...]
     throughput_factor: float = 1.0
     gpu_tokens_per_s: dict[str, float] = field(default_factory=dict)
+    request_tokens: float = 500.0         # output tokens per request: a chunk holds work / request_tokens requests
     crash_after_s: float | None = None
     swap_at_s: float | None = None
     swap_to: dict | None = None           # gpu, tp, pp, market of the pool a swap moves to
@@ -146,8 +147,9 @@ def simulate(scenario: Scenario, policy: Callable | None = None, settings: Setti
     svc = _Service(settings, registry, server)
     n_chunks = max(1, math.ceil(scenario.work_tokens / (float(scenario.plan["replica_tokens_per_s"]) * settings.ingest.target_chunk_s)))
     chunk_tokens = scenario.work_tokens / n_chunks
+    work = ChunkWork(chunk_tokens, max(1, round(chunk_tokens / scenario.request_tokens)))
     cloud = SimCloud(settings, clock, scenario.zones, scenario.facts, _profiles(scenario), svc.queue, registry.report_worker,
-                     lambda job_id, chunk_id: chunk_tokens, crash_after_s=scenario.crash_after_s)
+                     lambda job_id, chunk_id: work, crash_after_s=scenario.crash_after_s)
     by_name = launchers(cloud) if launchers is not None else {"sim": SimLauncher(cloud)}
     launcher_name = next(iter(by_name))
     controller = Controller(svc, "ctl-sim", by_name, InlineCalls(clock.monotonic), clock=clock,  # type: ignore[arg-type]

@@ -34,9 +34,11 @@ def test_outage_and_shortfall_meet_the_deadline_for_less_than_on_demand():
     r = simulate(scenario((SPOT, OD, SL), swap=False), settings=S)
     kinds = [e["kind"] for e in r.events]
     assert r.met and r.status == "finalizing", (r.status, r.finish_s)
-    # the outage: every running spot replica got the notice and was preempted; its chunks came back
+    # the outage: every running spot replica got the notice and was preempted; its worker kept the answered
+    # requests of its chunk by a partial commit and handed the rest back (nothing left to reclaim)
     assert r.stats.notices >= 4 and r.stats.preemptions == r.stats.notices
-    assert "reclaimed" in kinds and r.stats.capacity_errors > 0  # relaunches into the outage were refused
+    assert r.stats.splits >= 4 and r.stats.requests_salvaged > 0 and "reclaimed" not in kinds
+    assert r.stats.capacity_errors > 0  # relaunches into the outage were refused
     # the fallback opened while spot was gone (cheapest per token with its start-up: serverless)
     opened = next(e for e in r.events if e["kind"] == "pool_opened")
     assert SL["key"] in opened["message"] and 1800 <= opened["t"] - T0 <= 5400
