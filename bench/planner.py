@@ -174,7 +174,9 @@ def small_case(args: tuple) -> dict:
         sc = Scenario(f"small/{name}", options, options[0], RATE * hours * 3600, deadline,
                       (Zone("z0", trace, offset, 64, 120.0),), tick_s=TICK_S)
         r = simulate(sc, POLICIES[name][0], SETTINGS)
-        out[name] = {"ratio": r.cost_usd / opt, "met": r.met}
+        out[name] = {"ratio": r.cost_usd / opt, "met": r.met,
+                     "parts": {k: v / opt for k, v in r.cost_breakdown.items()},
+                     "by_market": {k: v / opt for k, v in r.cost_by_market.items()}}
     return out
 
 
@@ -225,6 +227,16 @@ def main() -> None:
         ratios = [s[name]["ratio"] for s in small if math.isfinite(s[name]["ratio"])]
         small_out[name] = {"mean_cost_vs_optimum": mean(ratios), "max_cost_vs_optimum": round(max(ratios), 4),
                            "deadline_met_fraction": round(statistics.fmean([s[name]["met"] for s in small]), 4)}
+    finite = [s for s in small if math.isfinite(s["orca"]["ratio"])]
+    worst = max(finite, key=lambda s: s["orca"]["ratio"])
+    small_out["orca_cost_parts_vs_optimum"] = {
+        "note": "orca's cost split (orca.sim.cloud.SimCloud.cost_breakdown) over the optimum's: committed = the "
+                "committed output's machine time, startup = billed start-ups, other = lost work, waits, idling",
+        "mean": {k: mean([s["orca"]["parts"][k] for s in finite]) for k in ("committed", "startup", "other")},
+        "worst_case": {"trace": worst["trace"], "slack": worst["slack"], "ratio": round(worst["orca"]["ratio"], 4),
+                       **{k: round(v, 4) for k, v in worst["orca"]["parts"].items()},
+                       "by_market": {k: round(v, 4) for k, v in worst["orca"]["by_market"].items()}},
+    }
     orca = [r for r in results if "orca" in r]
     hard = [r for r in orca if r["slack"] >= 1.25]
     out = {

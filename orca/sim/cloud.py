@@ -114,6 +114,7 @@ class Machine:
     work: ChunkWork | None = None       # the leased chunk's work
     chunk_started_at: float | None = None
     chunk_done_at: float | None = None
+    tokens_committed: float = 0.0       # output tokens of the chunks (and answered parts) it committed
 
     @property
     def ended(self) -> bool:
@@ -210,6 +211,22 @@ class SimCloud:
         for m in self.machines.values():
             out[m.pool.market] = out.get(m.pool.market, 0.0) + m.cost(now)
         return out
+
+    def cost_breakdown(self, now: float | None = None) -> dict[str, float]:
+        """Where the money went: ``startup`` (billed before the worker ran), ``committed`` (the time the
+        committed output took at the machine's true rate) and ``other`` (work lost to preemptions and
+        crashes, waiting, idling after a notice: the rest)."""
+        now = self.clock.time() if now is None else now
+        startup = committed = total = 0.0
+        for m in self.machines.values():
+            if m.up_at is None:
+                continue
+            per_s = m.pool.price_per_replica_hour / 3600.0
+            end = m.ended_at if m.ended_at is not None else now
+            total += m.cost(now)
+            startup += max(0.0, min(end, m.ready_at if m.ready_at is not None else end) - m.up_at) * per_s
+            committed += m.tokens_committed / m.profile.tokens_per_s * per_s
+        return {"startup": startup, "committed": committed, "other": total - startup - committed}
 
     # -- time ------------------------------------------------------------------
     def advance(self, t_end: float) -> None:
@@ -365,10 +382,11 @@ class SimCloud:
         self.report(m.job_id, m.replica_id, {"state": "running", "tokens_per_s": str(m.profile.tokens_per_s)}, t)
 
     def _commit(self, m: Machine, t: float) -> None:
-        lease = m.lease
+        lease, work = m.lease, m.work
         self._drop(m)
         try:
             self.queues(m.job_id).complete(lease)
+            m.tokens_committed += work.tokens if work is not None else 0.0
             self.stats.chunks_done += 1
             self.stats.last_commit_at = t
         except StaleLeaseError:
@@ -432,6 +450,7 @@ class SimCloud:
         self._children[(m.job_id, rest)] = ChunkWork(work.tokens * left / work.requests, left)
         self.stats.splits += 1
         self.stats.requests_salvaged += answered
+        m.tokens_committed += work.tokens * answered / work.requests
         self.stats.chunks_done += 1
         self.stats.last_commit_at = t
 

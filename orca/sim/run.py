@@ -70,6 +70,7 @@ class Outcome:
     met: bool
     cost_usd: float
     cost_by_market: dict[str, float]
+    cost_breakdown: dict[str, float]    # SimCloud.cost_breakdown: startup, committed, other
     stats: CloudStats
     replicas: list[Replica]
     events: list[dict]
@@ -179,7 +180,7 @@ def simulate(scenario: Scenario, policy: Callable | None = None, settings: Setti
     return Outcome(
         scenario=scenario.name, status=record.status.value, finish_s=finish, deadline_s=scenario.deadline_s,
         met=finish is not None and finish <= scenario.deadline_s, cost_usd=sum(costs.values()), cost_by_market=costs,
-        stats=cloud.stats, replicas=registry.replicas(JOB_ID), events=registry.events(JOB_ID),
+        cost_breakdown=cloud.cost_breakdown(), stats=cloud.stats, replicas=registry.replicas(JOB_ID), events=registry.events(JOB_ID),
     )
 
 

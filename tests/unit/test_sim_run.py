@@ -28,6 +28,9 @@ def test_always_available_runs_on_spot_only():
     r = simulate(scenario([constant_zone("z1", True)]), settings=S)
     assert r.met and set(r.cost_by_market) == {"spot"} and r.stats.preemptions == 0
     assert r.cost_usd == pytest.approx(2 * 0.4 * (300 + 7200) / 3600, rel=0.05)
+    parts = r.cost_breakdown
+    assert parts["startup"] == pytest.approx(2 * 0.4 * 300 / 3600) and parts["committed"] == pytest.approx(2 * 0.4 * 7200 / 3600)
+    assert sum(parts.values()) == pytest.approx(r.cost_usd)
 
 
 def test_never_available_still_meets_deadline_and_stops_asking():
