@@ -108,7 +108,7 @@ class PlannerSettings(BaseModel):
     model_load_gb_per_s: float = Field(1.0, description="Weight loading speed beyond the 16 GB that provision_s already covers (a 72B model loads in ~128 s on p4d).")
     local_start_s: float = Field(20.0, description="Local worker start plus llama.cpp model load on a small CPU machine.")
     serverless_max_replicas: int = Field(16, description="Concurrent serverless replicas: providers' default GPU concurrency quotas.")
-    spot_aim: float = Field(0.5, description="Spot pools are sized to finish the remaining work in this fraction of the remaining time; the rest is slack for outages.")
+    spot_aim: float = Field(0.7, description="Spot pools are sized to finish the remaining work in this fraction of the remaining time; the rest is slack for outages (fewer replicas pay fewer start-ups: 0.7 was cheapest in bench/planner.py).")
     scale_down_hysteresis: float = Field(0.25, description="Fallback replicas are dropped only while the rest keeps this much spare rate, so pools do not flap.")
     availability_backoff_s: float = Field(60.0, description="A zone/market that gave a capacity error or a preemption is avoided this long before it is probed again (doubles per further failure, up to the max): a refused launch costs nothing, so asking again after a minute finds returning capacity early (bench: 120 s cost 0.3% more).")
     availability_backoff_max_s: float = Field(1800.0, description="Longest wait before re-probing a failing zone: a returning zone is found within half an hour.")
