@@ -65,7 +65,8 @@ def test_swap_mid_job_drains_old_pool_and_loses_nothing(stack: Stack) -> None:
         completions = queue.pool_completions()
         assert completions.get(new_pool, 0) >= 1 and completions.get(old_pool, 0) >= 1
         committed = queue.committed_generations()
-        assert len(committed) == n // 8
+        # a drained worker commits what it answered and hands back the rest: each split adds one chunk
+        assert len(committed) == n // 8 + len(queue.splits())
         charged = {cid: queue.chunk(cid).attempts for cid in committed}
     assert set(charged.values()) == {0}, f"the swap charged attempts: {charged}"
 
