@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +24,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from orca.control import embedded
-from orca.queue.embedded import free_port
-from tests.e2e.test_server_recovery import FAST, MODEL, Stack, batch
+from tests.e2e.stack import MODEL, Stack, batch, running_stack
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 #: The local engine answers a plain request in 1 s, 4 at a time (8 requests/s on 2 workers), so a swap to the
@@ -63,19 +60,8 @@ def plain_batch(n: int, prefix: str = "req") -> bytes:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("dashboard") / "orca"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ORCA_HOME", str(home))
-        mp.setenv("ORCA_CONTROL__PORT", str(free_port()))
-        for k, v in {**FAST, **UI}.items():
-            mp.setenv(k, v)
-        for k in ("ORCA_REDIS_URL", "ORCA_STORE_URL", "ORCA_API_URL", "ORCA_API_TOKEN"):
-            mp.delenv(k, raising=False)
-        s = Stack(home)
-        s.up()
-        try:
-            yield s
-        finally:
-            embedded.down(s.settings)
+    with pytest.MonkeyPatch.context() as mp, running_stack(home, mp, **UI) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

@@ -17,30 +17,15 @@ import pytest
 from orca.control import embedded
 from orca.launchers.local import process_start_time
 from orca.queue import ChunkQueue
-from orca.queue.embedded import free_port
-from tests.e2e.test_server_recovery import FAST, Stack, assert_exactly_once, batch
-
-
-def _stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> Stack:
-    home = tmp_path / "orca"
-    monkeypatch.setenv("ORCA_HOME", str(home))
-    monkeypatch.setenv("ORCA_CONTROL__PORT", str(free_port()))
-    for k, v in {**FAST, **env}.items():
-        monkeypatch.setenv(k, v)
-    for k in ("ORCA_REDIS_URL", "ORCA_STORE_URL", "ORCA_API_URL", "ORCA_API_TOKEN"):
-        monkeypatch.delenv(k, raising=False)
-    return Stack(home)
+from tests.e2e.stack import Stack, assert_exactly_once, batch, running_stack
 
 
 @pytest.fixture
 def stubborn_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     """Workers whose drain grace outlasts the launcher's stop grace: `orca down` SIGKILLs them holding leases."""
-    s = _stack(tmp_path, monkeypatch, ORCA_WORKER__DRAIN_GRACE_S="30", ORCA_LAUNCHER__LOCAL_STOP_GRACE_S="0.5")
-    s.up()
-    try:
+    with running_stack(tmp_path / "orca", monkeypatch,
+                       ORCA_WORKER__DRAIN_GRACE_S="30", ORCA_LAUNCHER__LOCAL_STOP_GRACE_S="0.5") as s:
         yield s
-    finally:
-        embedded.down(s.settings)
 
 
 def test_orca_down_gives_held_chunks_back_uncharged(stubborn_stack: Stack) -> None:
@@ -65,16 +50,6 @@ def test_orca_down_gives_held_chunks_back_uncharged(stubborn_stack: Stack) -> No
         assert {r.state.value for r in reg.replicas(job["id"]) if r.replica_id in {i.owner for i in reclaimed}} == {"terminated"}
     finally:
         reg.close()
-
-
-@pytest.fixture
-def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    s = _stack(tmp_path, monkeypatch)
-    s.up()
-    try:
-        yield s
-    finally:
-        embedded.down(s.settings)
 
 
 def _redis_state(stack: Stack) -> tuple[int, int]:

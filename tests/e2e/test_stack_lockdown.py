@@ -22,26 +22,15 @@ from orca.control import embedded
 from orca.launchers.base import PoolSpec, WorkerEnv
 from orca.launchers.local import worker_command, worker_secret_env
 from orca.queue import keys
-from orca.queue.embedded import free_port
-from tests.e2e.test_server_recovery import FAST, Stack, batch
+from tests.e2e.stack import Stack, batch, running_stack
 
 
 @pytest.fixture
 def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     home = tmp_path / "orca"
     home.mkdir(mode=0o755)  # as a user's umask would leave it
-    monkeypatch.setenv("ORCA_HOME", str(home))
-    monkeypatch.setenv("ORCA_CONTROL__PORT", str(free_port()))
-    for k, v in FAST.items():
-        monkeypatch.setenv(k, v)
-    for k in ("ORCA_REDIS_URL", "ORCA_STORE_URL", "ORCA_API_URL", "ORCA_API_TOKEN"):
-        monkeypatch.delenv(k, raising=False)
-    s = Stack(home)
-    s.up()
-    try:
+    with running_stack(home, monkeypatch) as s:
         yield s
-    finally:
-        embedded.down(s.settings)
 
 
 def orca(home: Path, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ import pytest
 
 from orca.control import embedded
 from orca.queue import ChunkQueue
-from tests.e2e.test_server_recovery import FAST, MODEL, Stack, assert_exactly_once, stack  # noqa: F401 - fixture
+from tests.e2e.stack import FAST, MODEL, Stack, assert_exactly_once
 
 SLOW = {"fake_latency_s": "0.6", "fake_slots": "8"}
 FAST_PROFILE = {"fast": {"fake_latency_s": "0.005"}}

@@ -23,7 +23,7 @@ from orca.control.service import OrcaService
 from orca.launchers.local import LocalLauncher
 from orca.settings import Settings
 from tests.conftest import wait_until
-from tests.e2e.test_server_recovery import FAST, batch
+from tests.e2e.stack import FAST, batch
 
 N_JOBS, N_REQUESTS = 4, 24
 
