@@ -471,9 +471,10 @@ NameArg = Annotated[str, typer.Argument(help="User name (letters, digits, '.', '
 
 @_command("add", on=users_app)
 def users_add_cmd(name: NameArg, admin: Annotated[bool, typer.Option("--admin", help="May manage users and see every job.")] = False,
+                  reclaim_jobs: Annotated[bool, typer.Option("--reclaim-jobs", help="Reuse a revoked user's name: its old jobs and files go to the new user.")] = False,
                   json_out: JsonOpt = False) -> None:
     """Add a user and print their token (once: only its hash is stored)."""
-    made = make_client().add_user(name, admin=admin)
+    made = make_client().add_user(name, admin=admin, reclaim_jobs=reclaim_jobs)
     if json_out:
         _print_json(made)
         return

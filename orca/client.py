@@ -265,9 +265,10 @@ class Client:
         """Every user (admins only)."""
         return list(self._request("GET", "/api/users").json()["data"])
 
-    def add_user(self, name: str, admin: bool = False) -> dict:
-        """Create a user (admins only); returns ``{"user": ..., "token": ...}``: the token is shown only here."""
-        return self._request("POST", "/api/users", json={"name": name, "admin": admin}).json()
+    def add_user(self, name: str, admin: bool = False, reclaim_jobs: bool = False) -> dict:
+        """Create a user (admins only); returns ``{"user": ..., "token": ...}``: the token is shown only here.
+        ``reclaim_jobs``: needed to reuse a revoked user's name, whose jobs and files then go to the new user."""
+        return self._request("POST", "/api/users", json={"name": name, "admin": admin, "reclaim_jobs": reclaim_jobs}).json()
 
     def revoke_user(self, name: str) -> dict:
         """Remove a user (admins only): their tokens stop working at once; their jobs stay."""

@@ -4,7 +4,8 @@
     POST   /api/token/rotate              -> NewToken (any user: a new token for yourself; the old one dies now)
     GET    /api/users                     -> UserList                 (admin)
     POST   /api/users        UserCreate   -> NewToken (201)           (admin; the token is shown only here)
-    DELETE /api/users/{name}              -> UserOut                  (admin; the user's tokens die now)
+    DELETE /api/users/{name}              -> UserOut                  (admin; the user's tokens die now; the
+                                                                        name stays retired with its jobs)
     POST   /api/users/{name}/rotate       -> NewToken                 (admin)
     PATCH  /api/users/{name}/quota  QuotaUpdate -> UserOut            (admin; null clears an override)
 
@@ -51,6 +52,7 @@ class UserList(BaseModel):
 class UserCreate(BaseModel):
     name: str = Field(description="1-64 letters, digits, '.', '_' or '-'.")
     admin: bool = False
+    reclaim_jobs: bool = Field(False, description="Required to reuse a revoked user's name: its old jobs and files go to the new user.")
 
 
 class NewToken(BaseModel):
@@ -106,7 +108,7 @@ def list_users(_: Admin, svc: Service) -> UserList:
 @router.post("/users", response_model=NewToken, status_code=201)
 def add_user(body: UserCreate, _: Admin, svc: Service) -> NewToken:
     users = svc.registry.users
-    token = users.add(body.name, admin=body.admin)
+    token = users.add(body.name, admin=body.admin, reclaim_jobs=body.reclaim_jobs)
     return NewToken(user=_out(users.require(body.name)), token=token)
 
 

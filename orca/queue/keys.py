@@ -14,6 +14,9 @@ JOBS = f"{PREFIX}:jobs"
 TOKENS = f"{PREFIX}:tokens"
 #: Hash user name -> JSON user record (role, quota overrides, current token hash).
 USERS = f"{PREFIX}:users"
+#: Hash user name -> unix s of its revoke: names whose jobs and files outlive their user. A new user
+#: gets such a name only when the admin says the old jobs go with it.
+RETIRED_USERS = f"{PREFIX}:users:retired"
 #: Hash file_id -> JSON file record (OpenAI /v1/files).
 FILES = f"{PREFIX}:files"
 #: Sorted set file_id -> expires_at (unix s) of files that expire: the retention step's worklist.

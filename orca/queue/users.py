@@ -5,6 +5,10 @@ token to the user name (as before users had records: a token made with
 ``JobRegistry.create_token`` for a name without a record is a plain user). A user has one
 current token: ``add`` and ``rotate`` write a new one and drop the old, ``revoke`` drops the
 record and every token of the name, so the next request with it is 401 at once.
+
+Jobs and files are owned by the user's name and outlive a revoke, so a revoked name is kept in
+``keys.RETIRED_USERS``: adding a user under it is refused unless the admin asks for the old
+jobs and files to go to the new user (``reclaim_jobs``); a re-added name never sees them by accident.
 """
 
 from __future__ import annotations
@@ -80,29 +84,37 @@ class UserStore:
             return None
         return name, self.is_admin(name)
 
-    def add(self, name: str, admin: bool = False) -> str:
-        """Create a user; returns its token (shown once: only the hash is kept). UserExistsError if taken."""
+    def add(self, name: str, admin: bool = False, reclaim_jobs: bool = False) -> str:
+        """Create a user; returns its token (shown once: only the hash is kept). UserExistsError if the
+        name is taken, or was a revoked user's and ``reclaim_jobs`` is not set (see the module doc)."""
         check_name(name)
         token = new_token()
         record = UserRecord(name=name, admin=admin, created_at=time.time(), token_hash=hash_token(token))
 
-        def write() -> bool:
+        def write() -> str:
             while True:
                 with self._r.pipeline(transaction=True) as pipe:
                     try:
-                        pipe.watch(keys.USERS)
+                        pipe.watch(keys.USERS, keys.RETIRED_USERS)
                         if pipe.hexists(keys.USERS, name):
-                            return False
+                            return "taken"
+                        if pipe.hexists(keys.RETIRED_USERS, name) and not reclaim_jobs:
+                            return "retired"
                         pipe.multi()
                         pipe.hset(keys.USERS, name, record.model_dump_json())
                         pipe.hset(keys.TOKENS, record.token_hash, name)
+                        pipe.hdel(keys.RETIRED_USERS, name)
                         pipe.execute()
-                        return True
+                        return "added"
                     except redis.WatchError:
-                        continue  # another user was added meanwhile: check again
+                        continue  # another user was added or revoked meanwhile: check again
 
-        if not self._conn.call(write):
+        outcome = self._conn.call(write)
+        if outcome == "taken":
             raise UserExistsError(f"user {name} already exists (rotate its token with `orca users rotate {name}`)")
+        if outcome == "retired":
+            raise UserExistsError(f"{name} was a revoked user's name and still owns that user's jobs and files; "
+                                  f"pick another name, or pass --reclaim-jobs to give them to the new user")
         return token
 
     def adopt(self, name: str, token: str | None, admin: bool) -> None:
@@ -153,6 +165,7 @@ class UserStore:
             if tokens:
                 pipe.hdel(keys.TOKENS, *tokens)
             pipe.hdel(keys.USERS, name)
+            pipe.hset(keys.RETIRED_USERS, name, time.time())
             pipe.execute()
 
         self._conn.call(write)

@@ -101,6 +101,19 @@ def test_revoke_takes_effect_at_once(team) -> None:
     assert r.status_code == 409 and "last admin" in r.json()["error"]["message"]
 
 
+def test_a_revoked_name_comes_back_only_with_its_jobs_on_purpose(team) -> None:
+    _, http, t = team
+    job = submit(http, t["bob"]).json()["id"]
+    assert http.delete("/api/users/bob", headers=auth(t["root"])).status_code == 200
+    r = http.post("/api/users", json={"name": "bob"}, headers=auth(t["root"]))
+    assert r.status_code == 409 and "--reclaim-jobs" in r.json()["error"]["message"]
+    r = http.post("/api/users", json={"name": "bob", "reclaim_jobs": True}, headers=auth(t["root"]))
+    assert r.status_code == 201, r.text
+    assert [j["id"] for j in http.get("/api/jobs", headers=auth(r.json()["token"])).json()["data"]] == [job]
+    assert http.delete("/api/users/bob", headers=auth(t["root"])).status_code == 200  # retired again
+    assert http.post("/api/users", json={"name": "bob"}, headers=auth(t["root"])).status_code == 409
+
+
 def test_rotate_invalidates_the_old_token(team) -> None:
     _, http, t = team
     r = http.post("/api/token/rotate", headers=auth(t["alice"]))

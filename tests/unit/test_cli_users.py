@@ -51,7 +51,7 @@ def api(tmp_path, monkeypatch) -> Api:
 def test_users_add_prints_the_token_once_on_stdout(api: Api) -> None:
     r = CliRunner().invoke(cli.app, ["users", "add", "bob", "--admin"])
     assert r.exit_code == 0 and r.stdout == "orca_bob\n"
-    assert api.requests == [("POST", "/api/users", {"name": "bob", "admin": True})]
+    assert api.requests == [("POST", "/api/users", {"name": "bob", "admin": True, "reclaim_jobs": False})]
 
 
 def test_users_list_revoke_quota(api: Api) -> None:
