@@ -235,7 +235,9 @@ class OrcaService:
             ids = [r.id for r in sorted(records, key=lambda r: r.created_at, reverse=True)]
         else:
             ids = self.registry.user_job_ids(user)
-        if after is not None and after in ids:
+        if after is not None:
+            if after not in ids:
+                raise InputValidationError(f"after: no job {after!r} in this list (deleted or expired?)")
             ids = ids[ids.index(after) + 1:]
         if limit is not None:
             ids = ids[:limit]

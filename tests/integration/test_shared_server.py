@@ -323,3 +323,13 @@ def test_a_prompt_over_the_context_length_fails_validation_with_its_line(team) -
     assert job["status"] == "failed" and job["plan"] is None
     issue = job["validation_errors"][0]
     assert issue["code"] == "context_length_exceeded" and issue["line"] == 3 and "8192" in issue["message"]
+
+
+def test_job_list_pages_with_a_cursor_and_refuses_an_unknown_one(team) -> None:
+    _, http, t = team
+    ids = [submit(http, t["alice"]).json()["id"] for _ in range(3)]  # newest first in the list
+    page = http.get("/api/jobs", params={"after": ids[2], "limit": 1}, headers=auth(t["alice"])).json()["data"]
+    assert [j["id"] for j in page] == [ids[1]]
+    for cursor in ("job-nope", submit(http, t["bob"]).json()["id"]):  # unknown, or another user's
+        r = http.get("/api/jobs", params={"after": cursor}, headers=auth(t["alice"]))
+        assert r.status_code == 400 and "after" in r.json()["error"]["message"], r.text
