@@ -2,16 +2,19 @@
 
 Three limits, each a setting (``QuotaSettings``, 0 = unlimited) that a user's record may
 override (``orca users quota NAME ...``): unfinished jobs, requests queued across them, and
-dollars spent over the last 24 hours (the cost ledger of the user's replicas; a job counts
-while it runs and for a day after it ends, so a long job's spend is counted in full).
-``violation`` is pure; ``usage_of`` reads the registry.
+dollars spent over the last 24 hours (from the cost ledger of the user's replicas: each
+replica's cost is spread evenly over the time it was billed, and only the part inside the
+window counts, so a week-long job weighs one day of its spend).
+``violation`` and ``spent_in_window`` are pure; ``usage_of`` reads the registry.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from orca.fleet import Replica
 from orca.queue.jobs import JobRecord, JobRegistry
 from orca.settings import QuotaSettings
 
@@ -82,6 +85,20 @@ def queued_requests(record: JobRecord) -> int:
     return record.n_requests or int((record.model_extra or {}).get("input_lines", 0) or 0)
 
 
+def spent_in_window(replicas: Iterable[Replica], since: float, now: float) -> float:
+    """Dollars of ``replicas`` billed between ``since`` and ``now``: per-second billing at one price, so
+    each replica's cost accrued evenly from its start (or its launch request) to its end (or now)."""
+    total = 0.0
+    for r in replicas:
+        start = r.started_at or r.created_at
+        end = r.ended_at if r.ended_at is not None else now
+        if r.cost_usd <= 0 or end <= since:
+            continue
+        billed = end - start
+        total += r.cost_usd if billed <= 0 else r.cost_usd * (end - max(start, since)) / billed
+    return total
+
+
 def usage_of(registry: JobRegistry, user: str, now: float | None = None) -> Usage:
     """What ``user``'s jobs hold now and spent over the last day."""
     now = time.time() if now is None else now
@@ -96,5 +113,5 @@ def usage_of(registry: JobRegistry, user: str, now: float | None = None) -> Usag
             active += 1
             queued += queued_requests(record)
         if not record.status.terminal or (ended is not None and ended >= now - DAY_S):
-            usd += sum(r.cost_usd for r in registry.replicas(job_id))
+            usd += spent_in_window(registry.replicas(job_id), now - DAY_S, now)
     return Usage(active_jobs=active, queued_requests=queued, usd_last_day=usd)

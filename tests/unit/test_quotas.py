@@ -1,8 +1,11 @@
-"""Per-user quota decisions (orca.control.quotas.violation): pure, no services."""
+"""Per-user quota decisions (orca.control.quotas.violation, spent_in_window): pure, no services."""
 
 from __future__ import annotations
 
-from orca.control.quotas import Limits, Usage, limits_for, violation
+import pytest
+
+from orca.control.quotas import Limits, Usage, limits_for, spent_in_window, violation
+from orca.fleet import Replica
 from orca.settings import QuotaSettings
 
 
@@ -37,3 +40,16 @@ def test_before_the_upload_a_full_queue_already_refuses() -> None:
     full = violation("a", Usage(queued_requests=100), Limits(max_queued_requests=100))  # the file is not counted yet
     assert full is not None and "100 queued request(s);" in full
     assert violation("a", Usage(queued_requests=99), Limits(max_queued_requests=100)) is None
+
+
+def test_dollars_count_only_inside_the_window() -> None:
+    def replica(start: float, end: float | None, cost: float) -> Replica:
+        return Replica(replica_id="w", job_id="j", pool="p", launcher="local", created_at=start - 5,
+                       started_at=start, ended_at=end, cost_usd=cost)
+
+    day, now = 86400.0, 10 * 86400.0
+    week_long = replica(now - 7 * day, now - day / 2, 65.0)  # 6.5 days at $10/day, ended 12 h ago: 12 h inside the window
+    assert spent_in_window([week_long], now - day, now) == pytest.approx(5.0)
+    assert spent_in_window([replica(now - 3 * day, now - 2 * day, 9.0)], now - day, now) == 0.0  # ended before the window
+    assert spent_in_window([replica(now - 3600, None, 2.0)], now - day, now) == pytest.approx(2.0)  # still running
+    assert spent_in_window([replica(now - 10, now - 10, 0.5)], now - day, now) == 0.5  # billed a minimum, no duration
