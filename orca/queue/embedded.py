@@ -158,11 +158,19 @@ class EmbeddedRedis:
     def _state_file(self) -> Path:
         return self.data_dir / "orca-redis.state"
 
-    def _adopt(self) -> bool:
+    def _adopt(self, lock_down: bool = False) -> bool:
+        """Take over the live server of ``data_dir`` (True), or note its port to restart on (False).
+        ``lock_down``: a live server that answers without a password (started by an orca from before
+        ``requirepass``) is stopped, flushing its AOF, so that ``start`` serves its data locked down."""
         try:
             pid_s, port_s = self._state_file.read_text().split()
             pid, port = int(pid_s), int(port_s)
         except (FileNotFoundError, ValueError):
+            return False
+        if lock_down and self.requirepass and _pid_alive(pid) and _server_pid(port, None) == pid:
+            self.pid, self.port = pid, port
+            self.stop()
+            self.port = port
             return False
         if not _pid_alive(pid) or _server_pid(port, self.password) != pid:  # gone, or the pid was reused
             if self.port is None:
@@ -180,7 +188,7 @@ class EmbeddedRedis:
     def start(self) -> "EmbeddedRedis":
         self.data_dir = Path(self.data_dir)
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if self._adopt():
+        if self._adopt(lock_down=True):
             return self
         self._lock_down()
         if self.port is None:

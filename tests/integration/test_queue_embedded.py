@@ -74,3 +74,17 @@ def test_start_failure_is_loud(tmp_path: Path) -> None:
         assert "exited during start" in str(info.value)
     finally:
         first.stop()
+
+
+def test_an_older_servers_open_redis_is_restarted_locked_down(tmp_path: Path) -> None:
+    old = EmbeddedRedis(tmp_path).start()  # as an orca from before requirepass left it: no password
+    _client(old).set("k", "v")
+    new = EmbeddedRedis(tmp_path, requirepass=True).start()
+    try:
+        assert new.port == old.port and new.pid != old.pid and not _alive(old.pid)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=new.port).get("k")
+        assert _client(new).get("k") == "v"  # its data came along through the flushed AOF
+        assert EmbeddedRedis(tmp_path, requirepass=True).start().pid == new.pid  # and it is adopted from then on
+    finally:
+        new.stop()
