@@ -364,7 +364,9 @@ class Controller:
             est.capacity_error(zone, market, now)
         if (new.notice_at is not None and old.notice_at is None) or (
                 new.state is ReplicaState.PREEMPTED and old.state is not ReplicaState.PREEMPTED and old.notice_at is None):
-            est.preempted(zone, market, now)
+            option = next((o for o in record.options if o.get("key") == new.pool), None) or {}
+            short_s = self.settings.planner.availability_short_life_factor * float(option.get("startup_s") or self.settings.planner.provision_s)
+            est.preempted(zone, market, now, short_s)
         if old.state is ReplicaState.PROVISIONING and new.state in (ReplicaState.STARTING, ReplicaState.RUNNING):
             est.came_up(zone, market, now)
 
@@ -397,6 +399,7 @@ class Controller:
                    for r in replicas):
                 self.availability.stuck(pool.region or "", pool.market, now)
         blocked = frozenset(o.key for o in options if not self.availability.usable(o.zone, o.market, now))
+        probation = frozenset(o.key for o in options if self.availability.on_probation(o.zone, o.market, now))
         measured = self._measured_tokens_per_s(record.id, [r.replica_id for r in replicas if r.state is ReplicaState.RUNNING])
         states = []
         for pool in cloud:
@@ -415,7 +418,8 @@ class Controller:
         work_total = float(max(1, record.est_output_tokens))
         frac = counts.done / counts.total if counts.total else 0.0
         state = RuntimeState(now_s=now - start, deadline_s=record.deadline_at - start,
-                             work_total=work_total, work_done=work_total * frac, pools=tuple(states), blocked=blocked)
+                             work_total=work_total, work_done=work_total * frac, pools=tuple(states), blocked=blocked,
+                             probation=probation)
         return dict((self.policy or decide)(state, options, self.settings).targets)
 
     def _measured_tokens_per_s(self, job_id: str, replica_ids: list[str]) -> dict[str, float]:

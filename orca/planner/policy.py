@@ -21,23 +21,34 @@ launches or drains to match. Pure and stateless: all hysteresis comes from the t
 
 The rules (work ``W``, done ``w``, remaining ``R = W - w``, time left ``T``, reserve ``T * safety_margin``):
 
-1. **Spot whenever available.** Spot is sized to finish ``R`` (inflated by ``preemption_loss``)
-   in ``spot_aim`` of the usable time, and is never shrunk while spot is up (except by the tail
-   cap in rule 5). New spot replicas go to the usable zone with the fewest (spread: one zone's
-   outage takes only its share). A blocked zone keeps its running replicas and launches none.
+1. **Spot whenever available, sized by its start-ups.** Spot gets the replicas that finish ``R``
+   (inflated by ``preemption_loss``) in the usable time after their start-up, and more, up to
+   finishing in ``spot_aim`` of it, only while all their start-ups stay within ``startup_share`` of
+   the work (a small job gets one long-lived replica, a big one a pool that finishes early). No spot
+   replica is started whose start-up the work it takes from the fallback cannot repay (it works from
+   the end of its start-up, beside the running fallback, until the usable time ends). Spot is never
+   shrunk while it is up (except by the tail cap in rule 5). New spot replicas go to the usable zone
+   with the fewest (spread: one zone's outage takes only its share). A blocked zone keeps its running
+   replicas and launches none; a zone on probation (``RuntimeState.probation``: its capacity went soon
+   after it came up) gets one replica.
    Rates are the pools' measured tokens/s once they run; a pool not running yet gets its estimate
    scaled by how far the measured ones are from theirs, so a misestimated throughput is corrected
    at the next decision for every market alike.
-2. **Uniform progress.** Expected progress is a straight line from the first spot replica's start
-   (the fallback's, for a job without spot) to the safe deadline ``deadline * (1 - safety_margin)``. Behind the line (in-flight chunks counted as
-   half done), fallback capacity is added so that spot (discounted by ``preemption_loss``) plus
-   fallback reach the rate that finishes ``R`` in the time left.
+2. **Wait out outages, then uniform progress.** Expected progress is a straight line from the first
+   spot replica's start (the fallback's, for a job without spot) to the safe deadline
+   ``deadline * (1 - safety_margin)``. Fallback capacity is added only when progress (in-flight chunks
+   counted as half done) is behind the line *and* the outage can no longer be waited out: the
+   fallback, started now at the size whose start-ups stay within ``startup_share`` of the work,
+   would need more than the usable time with ``wait_reserve`` to spare (its rate trusted only to
+   ``1 / (1 + unmeasured_reserve)`` until some pool has run). Then it is sized so that spot
+   (discounted by ``preemption_loss``) plus fallback reach the rate that finishes ``R`` in the time left.
 3. **Fallback market.** Among ``serverless`` and ``on_demand`` (``local`` for local jobs), the one
    with the lowest cost per token once its start-up time is paid for over the usable window;
    serverless starts in about a minute, so it wins for short bursts and late in a job.
 4. **Hysteresis and order of release.** Fallback is released only when spot runs and progress is
-   ahead of the line by two fallback start-ups (or two chunks), or when running spot alone exceeds
-   the needed rate by ``scale_down_hysteresis``; serverless is dropped first, on-demand after.
+   ahead of the line by two fallback start-ups (or two chunks) or the outage could be waited out again
+   with that margin, or when running spot alone exceeds the needed rate by ``scale_down_hysteresis``;
+   serverless is dropped first, on-demand after.
    Without spot running, being ahead does not release it: it would only be started again (its
    start-up paid again) once the line catches up.
 5. **Safety net.** The usable time ends one chunk (``ingest.target_chunk_s``) before the safe
@@ -52,6 +63,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import replace
 
 from orca.planner.types import Plan, PoolOption, PoolState, RuntimeState, ScalingDecision
 
@@ -96,6 +108,50 @@ def _fallback(options: dict[str, PoolOption], rates: dict[str, float], usable_s:
     return best
 
 
+def _repaid(remaining: float, usable: float, rate1: float, spot: PoolOption, fb: PoolOption | None, rates: dict[str, float],
+            fb_rate: float, ps) -> int:
+    """Most spot replicas whose start-up each is repaid by the work it takes from the fallback: a replica works
+    from the end of its start-up, beside the fallback already running, on what is left then, and at most
+    until the usable time ends."""
+    c_spot = spot.price_per_replica_hour / rate1
+    c_fb = fb.price_per_replica_hour / rates[fb.key] if fb is not None else 0.0
+    if c_fb <= c_spot:
+        return 10**9  # no fallback, or none dearer per token: nothing to repay against
+    # tokens a spot replica must do to repay its start-up: start-up cost over the saving per token
+    repay = spot.startup_s * spot.price_per_replica_hour / (c_fb - c_spot) / (1.0 - ps.preemption_loss)
+    left = remaining - fb_rate * spot.startup_s
+    if left <= 0:
+        return 0
+    if (usable - spot.startup_s) * rate1 < repay:
+        return 0  # too late: even alone it could not work long enough
+    # per replica: left * rate1 / (fb_rate + n * rate1) >= repay
+    return max(0, math.floor((left * rate1 / repay - fb_rate) / rate1))
+
+
+def _spot_count(remaining: float, usable: float, rate1: float, spot: PoolOption, grain: float, ps, live: int) -> int:
+    """Spot replicas for ``remaining``: enough to finish it in the usable window (after the start-up), and up to
+    ``spot_aim`` of it while all their start-ups stay within ``startup_share`` of the work."""
+    window = usable - spot.startup_s
+    if ps.spot_aim * window <= grain:
+        return live
+    busy = remaining * (1.0 + ps.preemption_loss) / rate1  # replica-seconds of spot work
+    needed = math.ceil(busy / window)
+    aimed = math.ceil(busy / (ps.spot_aim * window))
+    affordable = math.floor(ps.startup_share * remaining / (rate1 * max(spot.startup_s, 1.0)))
+    return max(needed, min(aimed, affordable))
+
+
+def _wait_need(remaining: float, fb: PoolOption, rate1: float, measured: bool, ps) -> float:
+    """Usable time the fallback needs for ``remaining`` if started now at the size it may start at: as many
+    replicas as keep their start-ups within ``startup_share`` of the work (leaving ``wait_reserve`` headroom
+    under its cap), its rate trusted to ``1 / (1 + unmeasured_reserve)`` until some pool has run, plus
+    ``wait_reserve`` of spare time and one start-up."""
+    cap = max(1, math.floor(fb.max_replicas / (1.0 + ps.wait_reserve)))
+    k = max(1, min(cap, math.floor(ps.startup_share * remaining / (rate1 * max(fb.startup_s, 1.0)))))
+    trust = 1.0 if measured else 1.0 / (1.0 + ps.unmeasured_reserve)
+    return remaining / (k * rate1 * trust) * (1.0 + ps.wait_reserve) + fb.startup_s
+
+
 def _spread(total: int, spots: list[PoolOption], live: dict[str, int], kept: dict[str, int], blocked: frozenset[str]) -> dict[str, int]:
     """``total`` spot replicas over the zones: blocked zones keep ``kept``, the rest fill the emptiest usable zone first."""
     out = {o.key: (kept[o.key] if o.key in blocked else live[o.key]) for o in spots}
@@ -119,9 +175,11 @@ def decide(state: RuntimeState, options: Iterable[PoolOption], settings=None) ->
     settings = _settings(settings)
     ps = settings.planner
     options = tuple(options)
-    spots = [o for o in options if o.market == "spot" and o.max_replicas > 0]
-    opts = {o.market: o for o in options if o.market != "spot"}
     pools = {p.key: p for p in state.pools}
+    # a zone on probation (its capacity went soon after it came up) gets one replica, not a pool, until it lasts
+    spots = [replace(o, max_replicas=max(1, pools[o.key].replicas_running if o.key in pools else 0))
+             if o.key in state.probation else o for o in options if o.market == "spot" and o.max_replicas > 0]
+    opts = {o.market: o for o in options if o.market != "spot"}
     targets = {p.key: 0 for p in state.pools}
     for o in options:
         targets[o.key] = 0
@@ -153,16 +211,15 @@ def decide(state: RuntimeState, options: Iterable[PoolOption], settings=None) ->
     spot_rate1 = sum(rates[o.key] for o in spots) / len(spots) if spots else 0.0
     fb = _fallback(opts, rates, usable)
     late = fb is not None and usable <= remaining / (fb.max_replicas * rates[fb.key]) + 2 * fb.startup_s
+    cur_fb_rate = sum(cur[m] * rates[opts[m].key] for m in FALLBACK_MARKETS if m in opts)
     n_spot = kept
     if late:  # rule 5: guaranteed capacity finishes the job; running spot stays, none is started
         n_spot = kept + sum(spot_run[o.key] for o in open_zones)
         spot_live = spot_run
     elif open_zones:
         live_open = sum(spot_live[o.key] for o in open_zones)
-        horizon = ps.spot_aim * (usable - open_zones[0].startup_s)
-        want = live_open + kept
-        if horizon > grain:
-            want = math.ceil(remaining * (1.0 + ps.preemption_loss) / (spot_rate1 * horizon))
+        want = _spot_count(remaining, usable, spot_rate1, open_zones[0], grain, ps, live_open + kept)
+        want = min(want, _repaid(remaining, usable, spot_rate1, open_zones[0], fb, rates, cur_fb_rate, ps))
         n_spot = min(kept + sum(o.max_replicas for o in open_zones), max(live_open + kept, want))
     elif spots and kept == 0:
         reasons.append("spot blocked in every zone")
@@ -187,8 +244,11 @@ def decide(state: RuntimeState, options: Iterable[PoolOption], settings=None) ->
         fb_rate = sum(n_fb[m] * rates[opts[m].key] for m in n_fb)
         full_rate = fb.max_replicas * fb_rate1
         safety = usable <= remaining / full_rate + 2 * fb.startup_s
-        behind = done < expected(state.now_s)
-        ahead = done >= expected(state.now_s + 2 * max(fb.startup_s, grain))
+        margin = 2 * max(fb.startup_s, grain)
+        wait_need = _wait_need(remaining, fb, fb_rate1, bool(seen), ps)
+        # buy fallback only when behind the line and the outage can no longer be waited out
+        behind = done < expected(state.now_s) and usable <= wait_need
+        ahead = done >= expected(state.now_s + margin) or usable > wait_need + margin
         counted_spot = 0.0 if safety else spot_rate
         if safety or behind:
             deficit = need_rate - counted_spot - fb_rate

@@ -93,6 +93,7 @@ class RuntimeState:
     work_done: float
     pools: tuple[PoolState, ...]
     blocked: frozenset[str] = frozenset()  # option keys not to launch in now (orca.planner.availability's estimate)
+    probation: frozenset[str] = frozenset()  # option keys whose capacity went soon after it came up: one replica there
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from orca.planner.policy import decide, options_from_plans
 from orca.planner.types import Plan, PoolOption, PoolState, RuntimeState
 from orca.settings import Settings
@@ -148,3 +150,55 @@ def test_measured_throughput_replaces_the_estimate():
     sl_slow = PoolState(SL.key, "serverless", 2, 0, 0.5 * R, SL.price_per_replica_hour)
     d = decide(state(t, done, [sl_slow], spot=False), OPTS, S)
     assert d.targets[SL.key] > 2 and d.targets[OD.key] == 0
+
+
+SMALL = R * 3600.0  # one replica for an hour
+
+
+def test_spot_is_sized_by_its_start_ups_one_replica_for_a_small_job_a_pool_for_a_big_one():
+    # 1 h of work due in 1.5 h: one replica finishes in time; a second would pay a start-up (8% of the work) for nothing
+    d = decide(state(0, 0, deadline=1.5 * 3600, work=SMALL), OPTS, S)
+    assert d.targets["spot-pool"] == 1
+    # 16 replica-hours due in 8 h: beyond the replicas the deadline needs, spot_aim's more (their start-ups are ~2% of the work)
+    s = S.planner
+    window = DEADLINE * (1 - s.safety_margin) - S.ingest.target_chunk_s - SPOT.startup_s
+    needed = math.ceil(WORK * (1 + s.preemption_loss) / (R * window))
+    d = decide(state(0, 0), OPTS, S)
+    assert d.targets["spot-pool"] > needed
+
+
+def test_an_outage_is_waited_out_while_the_fallback_could_still_finish():
+    # behind the line (nothing done 40 min into a 1.5 h job), spot gone: serverless started 20 min later still
+    # finishes the hour of work with start-ups of a few minutes, so nothing is bought yet
+    d = decide(state(2400, 0, deadline=1.5 * 3600, work=SMALL, pools=[pool(SPOT, 0)], spot=False), OPTS, S)
+    assert d.targets["sl-pool"] == 0 and d.targets["od-pool"] == 0
+    # 20 min later it can no longer wait: serverless for the whole hour at once
+    d = decide(state(3600, 0, deadline=1.5 * 3600, work=SMALL, pools=[pool(SPOT, 0)], spot=False), OPTS, S)
+    assert d.targets["sl-pool"] >= 2 and "behind" in d.reason
+
+
+def test_an_unmeasured_throughput_waits_less_than_a_measured_one():
+    # same moment; once a pool has run, its measured rate is trusted and the wait goes on longer
+    t, done = 3900, 0.1 * SMALL
+    unmeasured = decide(state(t, done, deadline=1.5 * 3600, work=SMALL, spot=False), OPTS, S)
+    measured = decide(state(t, done, deadline=1.5 * 3600, work=SMALL, pools=[pool(SPOT, 1)], spot=False), OPTS, S)
+    assert unmeasured.targets["sl-pool"] > 0 and measured.targets["sl-pool"] == 0
+
+
+def test_no_spot_replica_whose_start_up_the_remaining_work_cannot_repay():
+    # spot is back 15 min before the end with serverless finishing the last 10 min of work: a 5 min spot
+    # start-up would leave it too little to do, so none is started; earlier in the job it would be
+    pools = [pool(SL, 2), pool(SPOT, 0)]
+    d = decide(state(3600, 0.83 * SMALL, deadline=1.5 * 3600, work=SMALL, pools=pools), OPTS, S)
+    assert d.targets["spot-pool"] == 0 and d.targets["sl-pool"] == 2
+    d = decide(state(600, 0.1 * SMALL, deadline=1.5 * 3600, work=SMALL, pools=pools), OPTS, S)
+    assert d.targets["spot-pool"] >= 1
+
+
+def test_a_zone_on_probation_gets_one_spot_replica():
+    s = RuntimeState(now_s=0, deadline_s=DEADLINE, work_total=WORK, work_done=0, pools=(), probation=frozenset({"spot-z1"}))
+    d = decide(s, (Z1, Z2, OD, SL), S)
+    assert d.targets["spot-z1"] == 1 and d.targets["spot-z2"] >= 2
+    # its running replicas are kept
+    s = RuntimeState(now_s=0, deadline_s=DEADLINE, work_total=WORK, work_done=0, pools=(pool(Z1, 3),), probation=frozenset({"spot-z1"}))
+    assert decide(s, (Z1, Z2, OD, SL), S).targets["spot-z1"] == 3
