@@ -341,8 +341,10 @@ class Controller:
             if pool.launcher == "local":
                 target = min(target, self.settings.launcher.local_max_workers)
             target = min(target, remaining)
-            # a replica under a preemption notice is leaving: it no longer counts, so its replacement starts now
-            working = [r for r in live if r.state is not ReplicaState.DRAINING and r.notice_at is None]
+            # a replica under a preemption notice or being torn down (a lost launch) is leaving: it no longer
+            # counts, so its replacement starts now
+            working = [r for r in live if r.state is not ReplicaState.DRAINING and r.notice_at is None
+                       and r.call != "terminate"]
             # Launch only for chunks nobody holds: a burst worker that found nothing pending has
             # exited on purpose and is not relaunched while other workers hold the chunks. The
             # pool a swap moves to is the exception: its workers stand by (they wait instead of

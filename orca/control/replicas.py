@@ -12,11 +12,14 @@ Replica records carry what keeps this safe across controllers and restarts:
 * ``call``/``call_by``/``call_at``: a launch, drain or teardown in flight and the controller
   running it. Other controllers leave such a replica alone, so nothing is launched or torn
   down twice. A call whose controller stopped beating (``control.controller_ttl_s``) is
-  orphaned: a lost launch ends the replica (``terminated``) and, when its launcher names the
-  handle before the call (a SkyPilot cluster name, ``Launcher.planned_handle``), tears down
-  whatever the launch made; otherwise that worker exits when it finds no work (burst mode)
-  or is stopped by the cloud's own idle teardown. A lost drain or teardown is simply decided
-  again. Polls are not marked: they only read.
+  orphaned. When its launcher names the handle before the call (a SkyPilot cluster name, a
+  local worker's replica id: ``Launcher.planned_handle``), a lost launch becomes a teardown of
+  whatever it made, in flight like any other: the replica stays live (but no longer counts
+  toward its pool's target) until the teardown lands, and only then are its chunks reclaimed,
+  so a worker the lost launch did start commits what it answered first. Without a planned
+  handle a lost launch ends the replica (``terminated``) at once; its worker, if any, exits
+  when it finds no work (burst mode) or is stopped by the cloud's own idle teardown. A lost
+  drain or teardown is simply decided again. Polls are not marked: they only read.
 
 Writes happen only inside the job's tick (under its lock); call threads never touch Redis.
 """
@@ -123,12 +126,17 @@ class ReplicaCalls:
         base = dataclasses.replace(replica, rev=replica.rev + 1, call="", call_by="", call_at=0.0)
         if replica.call != "launch":
             return dataclasses.replace(base, message=f"{lost}; decided again")
-        ended = dataclasses.replace(base, state=ReplicaState.TERMINATED, ended_at=self._clock(), message=lost)
-        if replica.handle:  # known before the call (a cluster name): tear down whatever the lost launch made
-            launcher = self.launchers(replica.launcher)
-            copy = dataclasses.replace(replica, state=ReplicaState.PROVISIONING)
-            self.runner.submit(record.id, replica.replica_id, "terminate", -1, lambda: launcher.terminate(copy))
-        return ended
+        if not replica.handle:
+            return dataclasses.replace(base, state=ReplicaState.TERMINATED, ended_at=self._clock(), message=lost)
+        # Known before the call (a cluster name, a local worker's replica id): tear down whatever the lost
+        # launch made. The replica stays live until the teardown lands, and only then are its chunks
+        # reclaimed: a worker the launch did start lets them go by a partial commit first.
+        teardown = dataclasses.replace(base, state=ReplicaState.PROVISIONING, call="terminate", call_by=self.id,
+                                       call_at=self._clock(), message=f"{lost}; tearing down what it made")
+        launcher = self.launchers(replica.launcher)
+        copy = dataclasses.replace(teardown)
+        self.runner.submit(record.id, replica.replica_id, "terminate", teardown.rev, lambda: launcher.terminate(copy))
+        return teardown
 
     def _changed(self, record: JobRecord, old: Replica, new: Replica) -> Replica:
         """Events, failure count and reclaim for a replica that changed state; returns the record to write

@@ -3,7 +3,10 @@
 Each replica is ``python -m orca.worker ... --burst`` in its own session, so it outlives a
 killed control plane. Its handle is ``"<pid>:<start time>"`` (the start time from
 ``/proc/<pid>/stat`` guards against a recycled pid); the controller stores it in Redis, so a
-restarted control plane adopts running workers and polls them by pid. Logs go to
+restarted control plane adopts running workers and polls them by pid. Before the launch the
+handle is ``"replica:<replica id>"`` (``planned_handle``): a launch lost with its control plane
+(killed between starting the worker and recording its pid) is still found, by the
+``--worker-id`` on its command line, and torn down like any other. Logs go to
 ``settings.home/logs/<job>/<replica>.log``. Workers inherit the launcher's queue, worker,
 engine and store settings (as ``ORCA_*`` variables), so leases and timeouts agree.
 
@@ -34,6 +37,10 @@ from orca.settings import Settings, get_settings
 ReportFn = Callable[[str, str], dict | None]
 
 
+#: Prefix of a handle named before the launch (``planned_handle``): the worker is found by its replica id.
+PLANNED = "replica:"
+
+
 def process_start_time(pid: int) -> str | None:
     """Start time of ``pid`` (clock ticks since boot), or None if no such live process.
 
@@ -57,6 +64,27 @@ def process_start_time(pid: int) -> str | None:
     if rest[0] in ("Z", "X"):
         return None
     return rest[19]
+
+
+def find_worker(replica_id: str) -> tuple[int, str] | None:
+    """(pid, start time) of the live ``python -m orca.worker ... --worker-id replica_id`` process, if any
+    (read from ``/proc/*/cmdline``; None without procfs)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    want = replica_id.encode()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"orca.worker" in argv and any(a == b"--worker-id" and b == want for a, b in zip(argv, argv[1:])):
+            start = process_start_time(int(entry.name))
+            if start is not None:
+                return int(entry.name), start
+    return None
 
 
 #: Settings sections a local worker inherits from the control plane that launched it.
@@ -112,6 +140,9 @@ class LocalLauncher(Launcher):
         self.python = python
         self._children: dict[int, subprocess.Popen] = {}
 
+    def planned_handle(self, env: WorkerEnv, pool: PoolSpec, replica_id: str) -> str:
+        return f"{PLANNED}{replica_id}"
+
     def log_path(self, job_id: str, replica_id: str) -> Path:
         return self.settings.home / "logs" / job_id / f"{replica_id}.log"
 
@@ -144,7 +175,14 @@ class LocalLauncher(Launcher):
         replica.message = f"pid {proc.pid}, log {log_file}"
         return replica
 
-    def _parse(self, replica: Replica) -> tuple[int, str]:
+    def _parse(self, replica: Replica) -> tuple[int, str] | None:
+        """(pid, start time) of the replica's worker; None for a planned handle whose worker does not run
+        (then the handle becomes the found worker's pid handle)."""
+        if replica.handle.startswith(PLANNED):
+            found = find_worker(replica.handle.removeprefix(PLANNED))
+            if found is not None:
+                replica.handle = f"{found[0]}:{found[1]}"
+            return found
         try:
             pid_s, start = replica.handle.split(":", 1)
             return int(pid_s), start
@@ -166,7 +204,12 @@ class LocalLauncher(Launcher):
             return replica
         if not replica.handle:
             return replica
-        pid, start = self._parse(replica)
+        parsed = self._parse(replica)
+        if parsed is None:  # a planned handle (never polled while its launch runs): no worker to find
+            replica.state, replica.ended_at = ReplicaState.TERMINATED, replica.ended_at or time.time()
+            replica.message = "no worker process: its launch was lost with the control plane"
+            return replica
+        pid, start = parsed
         alive, code = self._exit_code(pid, start)
         if alive:
             if replica.state is not ReplicaState.DRAINING:
@@ -205,16 +248,17 @@ class LocalLauncher(Launcher):
 
     def drain(self, replica: Replica) -> Replica:
         replica = self.poll(replica)
-        if replica.state.live and replica.handle:
-            pid, _ = self._parse(replica)
-            self._signal(pid, signal.SIGTERM)
+        parsed = self._parse(replica) if replica.state.live and replica.handle else None
+        if parsed is not None:
+            self._signal(parsed[0], signal.SIGTERM)
             replica.state = ReplicaState.DRAINING
         return replica
 
     def terminate(self, replica: Replica) -> Replica:
         replica = self.poll(replica)
-        if replica.state.live and replica.handle:
-            pid, start = self._parse(replica)
+        parsed = self._parse(replica) if replica.state.live and replica.handle else None
+        if parsed is not None:
+            pid, start = parsed
             self._signal(pid, signal.SIGTERM)
             deadline = time.monotonic() + self.settings.launcher.local_stop_grace_s
             while time.monotonic() < deadline and self._exit_code(pid, start)[0]:
@@ -228,6 +272,6 @@ class LocalLauncher(Launcher):
                 raise LaunchError("local worker survived SIGKILL", replica_id=replica.replica_id, pid=pid)
             replica.state, replica.message = ReplicaState.TERMINATED, "worker terminated"
             replica.ended_at = time.time()
-        elif replica.state.live:  # never started a process
+        elif replica.state.live:  # never started a process (or a lost launch's worker is gone)
             replica.state, replica.ended_at = ReplicaState.TERMINATED, time.time()
         return replica

@@ -100,21 +100,27 @@ def test_a_result_for_an_older_revision_is_dropped() -> None:
     assert kept.state is ReplicaState.RUNNING and kept.rev == 3 and r.registry.fields == {}
 
 
-def test_a_dead_controllers_launch_is_taken_over_and_what_it_made_torn_down() -> None:
+def test_a_dead_controllers_launch_is_taken_over_and_what_it_made_torn_down_before_its_chunks_are_reclaimed() -> None:
     r = rig()
+    r.queue.enqueue_many(["c1"])
+    r.queue.claim("w-1", "p")  # the worker the lost launch started holds a chunk
     r.registry.put_replica(Replica("w-1", JOB, "p", "cloud", ReplicaState.PROVISIONING, handle="c-w-1", rev=1,
                                    call="launch", call_by="ctl-dead", call_at=1.0))
     r.registry.put_replica(Replica("w-2", JOB, "p", "cloud", ReplicaState.RUNNING, handle="c-w-2", rev=4,
                                    call="drain", call_by="ctl-alive", call_at=1.0))
     replicas = {x.replica_id: x for x in r.rc.follow(r.record, {"ctl-a", "ctl-alive"})}
-    assert replicas["w-1"].state is ReplicaState.TERMINATED and "lost with controller ctl-dead" in replicas["w-1"].message
-    assert replicas["w-1"].call == "" and replicas["w-1"].rev == 2
+    w1 = replicas["w-1"]
+    assert w1.state is ReplicaState.PROVISIONING and "lost with controller ctl-dead" in w1.message
+    assert (w1.call, w1.call_by, w1.rev) == ("terminate", "ctl-a", 2)  # a teardown in flight, taken over by ctl-a
     assert ("terminate", "c-w-1") in r.cloud.calls                 # the cluster the lost launch may have made
+    assert r.queue.chunk("c1").owner == "w-1"                       # its worker may still commit: not reclaimed yet
     assert replicas["w-2"].call == "drain"                          # a live controller's call is left alone
     r.rc.poll_due(r.record, list(replicas.values()))
-    assert not any(c == ("poll", "w-2") for c in r.cloud.calls)
-    r.rc.follow(r.record, {"ctl-a", "ctl-alive"})                   # the teardown's result (rev -1) is dropped
-    assert r.registry.map["w-1"].rev == 2
+    assert not any(c in (("poll", "w-1"), ("poll", "w-2")) for c in r.cloud.calls)
+    r.rc.follow(r.record, {"ctl-a", "ctl-alive"})                   # the teardown lands: now the chunk comes back
+    assert (r.registry.map["w-1"].state, r.registry.map["w-1"].rev) == (ReplicaState.TERMINATED, 3)
+    assert r.queue.chunk("c1").state.value == "pending" and r.queue.chunk("c1").attempts == 0  # uncharged
+    assert [k for k, _ in r.registry.events] == ["reclaimed"]
 
 
 def test_a_failed_replica_is_counted_once_and_its_chunks_reclaimed_charged() -> None:
