@@ -263,14 +263,16 @@ class LocalLauncher(Launcher):
             deadline = time.monotonic() + self.settings.launcher.local_stop_grace_s
             while time.monotonic() < deadline and self._exit_code(pid, start)[0]:
                 time.sleep(0.05)
+            message = "worker terminated"
             if self._exit_code(pid, start)[0]:
                 self._signal(pid, signal.SIGKILL, group=True)
+                message = f"worker killed (SIGKILL): still running {self.settings.launcher.local_stop_grace_s:g} s after SIGTERM"
                 end = time.monotonic() + 5.0
                 while time.monotonic() < end and self._exit_code(pid, start)[0]:
                     time.sleep(0.05)
             if self._exit_code(pid, start)[0]:
                 raise LaunchError("local worker survived SIGKILL", replica_id=replica.replica_id, pid=pid)
-            replica.state, replica.message = ReplicaState.TERMINATED, "worker terminated"
+            replica.state, replica.message = ReplicaState.TERMINATED, message
             replica.ended_at = time.time()
         elif replica.state.live:  # never started a process (or a lost launch's worker is gone)
             replica.state, replica.ended_at = ReplicaState.TERMINATED, time.time()
