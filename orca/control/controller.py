@@ -406,7 +406,7 @@ class Controller:
         states = []
         for pool in cloud:
             mine = [r for r in replicas if r.pool == pool.key]
-            staying = [r for r in mine if r.notice_at is None]  # a noticed replica is about to go
+            staying = [r for r in mine if r.notice_at is None and r.call != "terminate"]  # noticed or torn down: going
             running = [r for r in staying if r.state is ReplicaState.RUNNING]
             starting = [r for r in staying if r.state in (ReplicaState.PROVISIONING, ReplicaState.STARTING)]
             rates = [measured[r.replica_id] for r in running if measured.get(r.replica_id)]
