@@ -9,11 +9,12 @@ run. Nobody runs ``orca up`` or ``orca down`` during a run: the stack must heal 
 The fault schedule is a pure function of the seed (``schedule``), printed in the result: one fault
 right after submit (during ingest), faults at fractions of the job's requests answered (each a
 kill -9 of a worker, of the control plane server, of the redis-server, of the RQ worker with its
-work horse, a SIGTERM of a worker, or two of these at once; ``pick`` chooses the worker among the
-live ones by pid order), with ``--cancel`` the cancel at a fraction answered, and one fault when
-the job reaches finalizing or cancelling (with ``--cancel``: during the workers' teardown). What a
-fault meets (which chunks are in flight) still depends on timing; which faults come, in what
-order and at what progress, does not.
+work horse, a SIGTERM of a worker, two of these at once, or a worker kill -9 followed by a kill -9
+of the server the moment the worker's replacement is launched, before that launch is recorded;
+``pick`` chooses the worker among the live ones by pid order), with ``--cancel`` the cancel at a
+fraction answered, and one fault when the job reaches finalizing or cancelling (with ``--cancel``:
+during the workers' teardown). What a fault meets (which chunks are in flight) still depends on
+timing; which faults come, in what order and at what progress, does not.
 
 Every fake engine logs each request it starts and each answer it gives (``ORCA_FAKE_ANSWER_LOG``,
 one file per worker process), and every answer carries a unique id, so the final output says
@@ -60,7 +61,10 @@ import httpx  # noqa: E402
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 WORKER_KINDS = ("kill9_worker", "sigterm_worker")
 STACK_KINDS = ("kill9_server", "kill9_redis", "kill9_rq_worker")
-KINDS = WORKER_KINDS + STACK_KINDS + ("overlapping",)
+#: kill -9 of a worker, then of the server as soon as the launcher starts the worker's replacement
+#: (its log file appears), before the controller recorded that launch: the launch is lost with it
+AT_LAUNCH = "kill9_server_at_launch"
+KINDS = WORKER_KINDS + STACK_KINDS + ("overlapping", AT_LAUNCH)
 PIDS = {"kill9_server": "server", "kill9_redis": "redis", "kill9_rq_worker": "rq-worker"}
 SETTLED = ("completed", "cancelled", "failed", "expired")
 
@@ -160,6 +164,7 @@ class Run:
         self.progress: list[float] = []                 # times of committed progress
         self.signature: tuple | None = None
         self.status = ""
+        self.armed: set[Path] | None = None             # AT_LAUNCH: worker logs before its worker kill
         self._lock = threading.Lock()
 
     # -- the stack -------------------------------------------------------------
@@ -196,8 +201,15 @@ class Run:
         for kind in fault.parts or (fault.kind,):
             self._inject_one(kind, fault.pick)
 
-    def _inject_one(self, kind: str, pick: float) -> None:
+    def worker_logs(self) -> set[Path]:
+        return set((self.home / "logs" / self.job_id).glob("*.log"))
+
+    def _inject_one(self, kind: str, pick: float, name: str | None = None) -> None:
         now = time.time()
+        if kind == AT_LAUNCH:
+            self.armed = self.worker_logs()  # the server dies at the next launch (see _drive)
+            self._inject_one("kill9_worker", pick)
+            return
         if kind in WORKER_KINDS:
             workers = self.live_workers()
             if not workers:
@@ -212,7 +224,7 @@ class Run:
                 return
             _signal(pid, signal.SIGKILL, group=kind == "kill9_rq_worker")  # the RQ work horse dies with it
         with self._lock:
-            self.faults.append((now, kind))
+            self.faults.append((now, name or kind))
 
     # -- progress --------------------------------------------------------------
     def watch(self, stop: threading.Event) -> None:
@@ -280,6 +292,9 @@ class Run:
             if status in ("finalizing", "cancelling") and not assembly_hit:
                 assembly_hit = True
                 self.inject(self.plan["assembly"])
+            if self.armed is not None and self.worker_logs() - self.armed:
+                self.armed = None
+                self._inject_one("kill9_server", 0.0, name=AT_LAUNCH)
             if status == "in_progress":
                 done = answers.fraction(self.args.requests)
                 while todo and done >= todo[0].at:
