@@ -157,6 +157,14 @@ def _healthy(api_url: str) -> bool:
         return False
 
 
+def _answering(api_url: str) -> bool:
+    """The server is up, healthy or not: 503 says Redis or the store is down, which the next ``up`` repairs."""
+    try:
+        return httpx.get(f"{api_url}/healthz", timeout=2.0).status_code in (200, 503)
+    except httpx.HTTPError:
+        return False
+
+
 def ensure_token(settings: Settings, registry: JobRegistry) -> str:
     """The first admin's token from ``home/token``, created (and stored hashed in Redis) if missing or unknown.
 
@@ -219,7 +227,9 @@ def _up(settings: Settings) -> StackStatus:
             raise ConfigError("another process already serves the control plane port", url=api_url)
         pid = _spawn(settings, "server", ["-m", "orca.control.server_main"], env)
         deadline = time.monotonic() + settings.control.stack_start_timeout_s
-        while not _healthy(api_url):
+        # Up once it answers: waiting for healthy would hold the supervisor here, unable to restart
+        # a redis-server that died meanwhile (the server then answers 503 until Redis is back).
+        while not _answering(api_url):
             if process_start_time(pid) is None or time.monotonic() > deadline:
                 tail = _log_file(settings, "server").read_text()[-2000:]
                 raise OrcaError("the control plane server did not come up", log=tail)

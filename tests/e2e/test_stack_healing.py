@@ -112,3 +112,31 @@ def test_orca_up_repairs_a_half_dead_stack(stack: Stack) -> None:
     assert _redis_state(stack)[1] == port
     _job_when_answering(stack, job["id"], lambda j: j["status"] == "completed", 90, "completion after orca up")
     assert_exactly_once(stack, job["id"], n)
+
+
+def test_a_redis_kill_while_the_supervisor_restarts_the_server_heals_in_seconds(tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Overlapping faults (chaos bench seed 3): the server is killed, then the redis-server while the supervisor
+    waits for the new server to come up. That server answers 503 (no Redis); the supervisor must go on and
+    restart Redis, not wait out ``stack_start_timeout_s`` (60 s here) for a server that cannot be healthy."""
+    with running_stack(tmp_path / "orca", monkeypatch, ORCA_CONTROL__STACK_START_TIMEOUT_S="60",
+                       ORCA_CONTROL__SUPERVISE_EVERY_S="0.5") as stack:
+        old = embedded.status(stack.settings).processes["server"]
+        assert old is not None
+        _kill(old)
+        deadline = time.monotonic() + 30
+        while embedded.status(stack.settings).processes["server"] in (None, old):  # the supervisor spawned a new one
+            assert time.monotonic() < deadline, "the supervisor did not restart the server"
+            time.sleep(0.02)
+        _kill(_redis_state(stack)[0])  # while its up() waits for that server to answer
+        killed = time.monotonic()
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{stack.api}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        while not healthy():
+            assert time.monotonic() - killed < 25, "the stack did not heal within 25 s of the overlapping faults"
+            time.sleep(0.1)
