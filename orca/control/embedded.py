@@ -157,11 +157,13 @@ def _healthy(api_url: str) -> bool:
         return False
 
 
-def _answering(api_url: str) -> bool:
-    """The server is up, healthy or not: 503 says Redis or the store is down, which the next ``up`` repairs."""
+def _up_or_waiting_for_redis(api_url: str) -> bool:
+    """The server is healthy, or up and missing only Redis (which the next ``up`` restarts); a store it
+    cannot reach is a configuration matter that ``up`` keeps reporting."""
     try:
-        return httpx.get(f"{api_url}/healthz", timeout=2.0).status_code in (200, 503)
-    except httpx.HTTPError:
+        r = httpx.get(f"{api_url}/healthz", timeout=2.0)
+        return r.status_code == 200 or (r.status_code == 503 and r.json().get("redis") is False)
+    except (httpx.HTTPError, ValueError, AttributeError):
         return False
 
 
@@ -227,9 +229,9 @@ def _up(settings: Settings) -> StackStatus:
             raise ConfigError("another process already serves the control plane port", url=api_url)
         pid = _spawn(settings, "server", ["-m", "orca.control.server_main"], env)
         deadline = time.monotonic() + settings.control.stack_start_timeout_s
-        # Up once it answers: waiting for healthy would hold the supervisor here, unable to restart
-        # a redis-server that died meanwhile (the server then answers 503 until Redis is back).
-        while not _answering(api_url):
+        # Not healthy while Redis is down: waiting for that would hold the supervisor here, unable to
+        # restart a redis-server that died meanwhile (the server answers 503 until Redis is back).
+        while not _up_or_waiting_for_redis(api_url):
             if process_start_time(pid) is None or time.monotonic() > deadline:
                 tail = _log_file(settings, "server").read_text()[-2000:]
                 raise OrcaError("the control plane server did not come up", log=tail)
