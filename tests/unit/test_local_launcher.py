@@ -170,3 +170,25 @@ def test_recycled_pid_is_not_ours(tmp_path: Path, fake_python: str, monkeypatch:
         assert other.poll(fake).state is ReplicaState.FAILED
     finally:
         l.terminate(r)
+
+
+def test_a_lost_launch_is_found_by_its_planned_handle_and_torn_down(tmp_path: Path, fake_python: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A control plane killed after starting a worker, before recording its pid: another one, knowing only the
+    handle named before the launch, finds that worker by its --worker-id and stops it (SIGTERM)."""
+    from orca.fleet import Replica
+
+    monkeypatch.delenv("FAKE_WORKER_MODE", raising=False)
+    parent, adopter = launcher(tmp_path, fake_python), launcher(tmp_path, fake_python)
+    started = parent.launch(ENV, POOL, "w-lost")  # its result never reaches Redis
+    pid = int(started.handle.split(":")[0])
+    planned = adopter.planned_handle(ENV, POOL, "w-lost")
+    assert planned == "replica:w-lost"
+    lost = Replica("w-lost", ENV.job_id, POOL.key, "local", ReplicaState.PROVISIONING, handle=planned)
+    done = adopter.terminate(lost)
+    assert done.state is ReplicaState.TERMINATED and done.message == "worker terminated"
+    assert done.handle == started.handle  # the handle the lost launch made, found
+    assert process_start_time(pid) is None and parent.poll(started).message == "worker exited (0)"  # on its SIGTERM
+    never = Replica("w-never", ENV.job_id, POOL.key, "local", ReplicaState.PROVISIONING, handle="replica:w-never")
+    gone = adopter.poll(never)  # a lost launch that started nothing
+    assert gone.state is ReplicaState.TERMINATED and "no worker process" in gone.message
