@@ -164,7 +164,8 @@ class Run:
         self.progress: list[float] = []                 # times of committed progress
         self.signature: tuple | None = None
         self.status = ""
-        self.armed: set[Path] | None = None             # AT_LAUNCH: worker logs before its worker kill
+        self.armed = 0                                  # AT_LAUNCH faults waiting for their launch
+        self.logs_seen: set[Path] = set()               # worker logs (one per launch) when the last one fired
         self._lock = threading.Lock()
 
     # -- the stack -------------------------------------------------------------
@@ -207,7 +208,9 @@ class Run:
     def _inject_one(self, kind: str, pick: float, name: str | None = None) -> None:
         now = time.time()
         if kind == AT_LAUNCH:
-            self.armed = self.worker_logs()  # the server dies at the next launch (see _drive)
+            if not self.armed:
+                self.logs_seen = self.worker_logs()
+            self.armed += 1  # the server dies at the next launch (see _drive)
             self._inject_one("kill9_worker", pick)
             return
         if kind in WORKER_KINDS:
@@ -292,8 +295,8 @@ class Run:
             if status in ("finalizing", "cancelling") and not assembly_hit:
                 assembly_hit = True
                 self.inject(self.plan["assembly"])
-            if self.armed is not None and self.worker_logs() - self.armed:
-                self.armed = None
+            if self.armed and (logs := self.worker_logs()) - self.logs_seen:
+                self.armed, self.logs_seen = self.armed - 1, logs
                 self._inject_one("kill9_server", 0.0, name=AT_LAUNCH)
             if status == "in_progress":
                 done = answers.fraction(self.args.requests)
