@@ -61,8 +61,8 @@ import httpx  # noqa: E402
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 WORKER_KINDS = ("kill9_worker", "sigterm_worker")
 STACK_KINDS = ("kill9_server", "kill9_redis", "kill9_rq_worker")
-#: kill -9 of a worker, then of the server as soon as the launcher starts the worker's replacement
-#: (its log file appears), before the controller recorded that launch: the launch is lost with it
+#: kill -9 of a worker, then of the server as soon as the launcher has started the worker's replacement
+#: (a new worker process appears), before the controller recorded that launch: the launch is lost with it
 AT_LAUNCH = "kill9_server_at_launch"
 KINDS = WORKER_KINDS + STACK_KINDS + ("overlapping", AT_LAUNCH)
 PIDS = {"kill9_server": "server", "kill9_redis": "redis", "kill9_rq_worker": "rq-worker"}
@@ -165,7 +165,7 @@ class Run:
         self.signature: tuple | None = None
         self.status = ""
         self.armed = 0                                  # AT_LAUNCH faults waiting for their launch
-        self.logs_seen: set[Path] = set()               # worker logs (one per launch) when the last one fired
+        self.procs_seen: set[int] = set()               # worker processes when the last one fired
         self._lock = threading.Lock()
 
     # -- the stack -------------------------------------------------------------
@@ -202,14 +202,23 @@ class Run:
         for kind in fault.parts or (fault.kind,):
             self._inject_one(kind, fault.pick)
 
-    def worker_logs(self) -> set[Path]:
-        return set((self.home / "logs" / self.job_id).glob("*.log"))
+    def worker_procs(self) -> set[int]:
+        """Pids of this job's ``python -m orca.worker`` processes (from /proc: the launcher may not have recorded them)."""
+        out = set()
+        for entry in Path("/proc").iterdir():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+            except OSError:
+                continue
+            if b"orca.worker" in argv and self.job_id.encode() in argv:
+                out.add(int(entry.name))
+        return out
 
     def _inject_one(self, kind: str, pick: float, name: str | None = None) -> None:
         now = time.time()
         if kind == AT_LAUNCH:
             if not self.armed:
-                self.logs_seen = self.worker_logs()
+                self.procs_seen = self.worker_procs()
             self.armed += 1  # the server dies at the next launch (see _drive)
             self._inject_one("kill9_worker", pick)
             return
@@ -295,8 +304,8 @@ class Run:
             if status in ("finalizing", "cancelling") and not assembly_hit:
                 assembly_hit = True
                 self.inject(self.plan["assembly"])
-            if self.armed and (logs := self.worker_logs()) - self.logs_seen:
-                self.armed, self.logs_seen = self.armed - 1, logs
+            if self.armed and (procs := self.worker_procs()) - self.procs_seen:
+                self.armed, self.procs_seen = self.armed - 1, procs
                 self._inject_one("kill9_server", 0.0, name=AT_LAUNCH)
             if status == "in_progress":
                 done = answers.fraction(self.args.requests)
@@ -305,7 +314,7 @@ class Run:
                 if cancel_at is not None and done >= cancel_at and not todo:
                     cancel_at = None
                     self.call("POST", f"/api/jobs/{self.job_id}/cancel")
-            time.sleep(0.1)
+            time.sleep(0.01 if self.armed else 0.1)  # armed: catch the launch before the controller records it
         raise RuntimeError(f"the job did not settle within {self.args.timeout} s (status {self.status})")
 
     def _score(self, wall_s: float) -> dict:
