@@ -11,8 +11,9 @@ follows the job's launcher calls (``orca.control.replicas``) and:
   cancelled pools torn down), starts finalizing when every chunk is done or dead, expires the
   job past its deadline, fails it when replicas keep crashing;
 * finalizing: makes sure the assembly step is queued;
-* cancelling and every terminal state: tears workers down, assembles the partial results,
-  and marks the job settled.
+* cancelling and every terminal state: tears workers down, waits for chunks still leased by
+  workers no replica tracks (they commit, or their leases expire), assembles the partial
+  results, and marks the job settled.
 
 The tick only reads and decides: every launcher call (launch, poll, drain, teardown) is
 submitted to a :class:`~orca.control.calls.CallRunner` and followed on later ticks, so a slow
@@ -91,6 +92,7 @@ class Controller:
                                      clock=clock.time, monotonic=clock.monotonic, observe=self._observe)
         self.on_tick = on_tick
         self._last_reap: dict[str, float] = {}
+        self._waiting_leases: set[str] = set()    # stopping jobs whose wait for leftover leases has an event
         self._plans: dict[str, tuple[float, dict[str, int]]] = {}  # job -> (when, the policy's targets then)
         self._settled: set[str] = set()
         self._live_controllers: set[str] = {self.id}
@@ -222,7 +224,7 @@ class Controller:
             elif self.svc.background.step_status(f"ingest-{record.id}") is None:
                 self._step("ingest", "ingest_job", record.id)
         elif status is S.CANCELLING:
-            if self._stop_replicas(record, replicas):
+            if self._stop_replicas(record, replicas) and self._leases_settled(record, counts):
                 if record.chunks_total:
                     self._assemble(record)
                 else:
@@ -254,7 +256,8 @@ class Controller:
         if not self._stop_replicas(record, replicas):
             return
         if record.chunks_total and not record.output_available:
-            self._assemble(record)
+            if self._leases_settled(record, None):
+                self._assemble(record)
             return
         self.registry.update(record.id, settled=True)
         self._settled.add(record.id)
@@ -272,12 +275,41 @@ class Controller:
             self.replicas.act(record, replica, "terminate")
         return False
 
+    def _leases_settled(self, record: JobRecord, counts: QueueCounts | None) -> bool:
+        """True when no chunk of a stopping job is leased. With every replica ended, a lease left is held by
+        a worker no replica record tracks (a launch lost with its controller, on a launcher that names no
+        handle before launching): its answers land once it commits, or its lease expires and is reaped.
+        The final assembly waits for either, so nothing answered is written off as never run."""
+        if not record.chunks_total:
+            return True
+        queue = self.svc.queue(record.id)
+        if self._reap_due(record):
+            queue.reap()
+            counts = None
+        leased = (counts or queue.counts()).leased
+        if not leased:
+            self._waiting_leases.discard(record.id)
+            return True
+        if record.id not in self._waiting_leases:
+            self._waiting_leases.add(record.id)
+            self.registry.add_event(record.id, "waiting_for_leases",
+                                    f"{leased} chunk(s) still leased by untracked workers: assembling once they commit or expire")
+        return False
+
+    def _reap_due(self, record: JobRecord) -> bool:
+        """Whether the job's expired leases are due for a reap (every ``queue.reap_every_s``, and not just
+        after a Redis restart, before live workers renewed their leases); marks it done when it is."""
+        now = self.clock.time()
+        if (now - self._last_reap.get(record.id, 0.0) < self.settings.queue.reap_every_s
+                or self.clock.monotonic() < self._reap_after):
+            return False
+        self._last_reap[record.id] = now
+        return True
+
     def _run(self, record: JobRecord, replicas: list[Replica], now: float, counts: QueueCounts | None = None) -> None:
         queue = self.svc.queue(record.id)
-        if (now - self._last_reap.get(record.id, 0.0) >= self.settings.queue.reap_every_s
-                and self.clock.monotonic() >= self._reap_after):
+        if self._reap_due(record):
             reaped = queue.reap()
-            self._last_reap[record.id] = now
             if reaped:
                 self.registry.add_event(record.id, "reaped", f"{len(reaped)} expired lease(s) returned to the queue")
                 counts = None
