@@ -17,9 +17,10 @@ Replica records carry what keeps this safe across controllers and restarts:
   whatever it made, in flight like any other: the replica stays live (but no longer counts
   toward its pool's target) until the teardown lands, and only then are its chunks reclaimed,
   so a worker the lost launch did start commits what it answered first. Without a planned
-  handle a lost launch ends the replica (``terminated``) at once; its worker, if any, exits
-  when it finds no work (burst mode) or is stopped by the cloud's own idle teardown. A lost
-  drain or teardown is simply decided again. Polls are not marked: they only read.
+  handle a lost launch ends the replica (``terminated``) at once, but its chunks are not
+  reclaimed: a worker it did start runs on untracked, keeps its leases until it commits, and
+  exits when it finds no work (burst mode) or its budget ends; if none started, or it died,
+  its leases expire and are reaped. A lost drain or teardown is simply decided again. Polls are not marked: they only read.
 
 Writes happen only inside the job's tick (under its lock); call threads never touch Redis.
 """
@@ -92,6 +93,8 @@ class ReplicaCalls:
             if replica.call and replica.replica_id not in busy and (
                     replica.call_by == self.id or replica.call_by not in live_controllers):
                 new = self._changed(record, replica, self._orphaned(record, replica))
+                if replica.call == "launch" and not replica.handle:
+                    self._gone.discard(new.replica_id)  # its leases are left to run out, not reclaimed
                 writes[new.replica_id] = replicas[new.replica_id] = new
         self.registry.put_replicas(list(writes.values()))
         if self._gone:
@@ -127,7 +130,11 @@ class ReplicaCalls:
         if replica.call != "launch":
             return dataclasses.replace(base, message=f"{lost}; decided again")
         if not replica.handle:
-            return dataclasses.replace(base, state=ReplicaState.TERMINATED, ended_at=self._clock(), message=lost)
+            # Nothing names what it may have made (a serverless call id comes back from the call): a worker
+            # it did start runs on untracked. Its chunks are not reclaimed (see ``follow``): it keeps its
+            # leases until it commits (burst mode: it exits when out of work or budget), or they expire.
+            return dataclasses.replace(base, state=ReplicaState.TERMINATED, ended_at=self._clock(),
+                                       message=f"{lost}; a worker it started runs untracked until its leases end")
         # Known before the call (a cluster name, a local worker's replica id): tear down whatever the lost
         # launch made. The replica stays live until the teardown lands, and only then are its chunks
         # reclaimed: a worker the launch did start lets them go by a partial commit first.

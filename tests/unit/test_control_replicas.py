@@ -134,3 +134,16 @@ def test_a_failed_replica_is_counted_once_and_its_chunks_reclaimed_charged() -> 
     assert r.record.replica_failures == 1 and r.registry.fields == {"replica_failures": 1}
     assert r.queue.chunk("c1").attempts == 1
     assert [k for k, _ in r.registry.events] == ["replica_failed", "reclaimed"]
+
+
+def test_a_lost_launch_without_a_planned_handle_leaves_its_workers_leases_to_run_out() -> None:
+    r = rig()
+    r.queue.enqueue_many(["c1"])
+    r.queue.claim("w-1", "p")  # a serverless worker the lost launch started: nothing names it
+    r.registry.put_replica(Replica("w-1", JOB, "p", "cloud", ReplicaState.PROVISIONING, handle="", rev=1,
+                                   call="launch", call_by="ctl-dead", call_at=1.0))
+    [w1] = r.rc.follow(r.record, {"ctl-a"})
+    assert w1.state is ReplicaState.TERMINATED and "runs untracked" in w1.message and w1.call == ""
+    assert r.cloud.calls == []                                   # nothing to tear down by name
+    assert r.queue.chunk("c1").owner == "w-1" and r.queue.chunk("c1").state.value == "leased"  # it may still commit
+    assert r.registry.events == []                               # no reclaim
