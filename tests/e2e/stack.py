@@ -88,8 +88,28 @@ class Stack:
                 return job
             assert job["status"] not in ("failed",) or pred(job), f"job failed: {job.get('message')}"
             time.sleep(0.2)
-        logs = "\n".join(p.read_text()[-3000:] for p in (self.home / "logs").glob("*.log"))
-        raise AssertionError(f"timed out waiting for {what}: {job}\n{logs}")
+        raise AssertionError(f"timed out waiting for {what}: {job}\n{self.logs(3000)}")
+
+    def logs(self, tail: int) -> str:
+        """The last ``tail`` characters of each of the stack's log files."""
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-tail:]}"
+                         for p in sorted((self.home / "logs").glob("*.log")))
+
+    def diagnostics(self) -> str:
+        """What a failed test's report shows of the stack: each job's status and last events, then the logs."""
+        parts = []
+        try:
+            registry = self.registry()
+            try:
+                for job_id in registry.job_ids():
+                    record = registry.get(job_id)
+                    events = "\n".join(f"  {e}" for e in registry.events(job_id)[-25:])
+                    parts.append(f"job {job_id} {record.status.value} swaps={record.swaps}\n{events}")
+            finally:
+                registry.close()
+        except Exception as exc:  # noqa: BLE001 - diagnostics must not hide the test's own failure
+            parts.append(f"(could not read the registry: {exc!r})")
+        return "\n".join(parts) + "\n" + self.logs(6000)
 
     def lines(self, job_id: str, kind: str, partial: bool = False) -> list[dict]:
         r = httpx.get(f"{self.api}/api/jobs/{job_id}/{kind}", headers=self.headers, params={"partial": partial}, timeout=30)

@@ -37,6 +37,7 @@ UI = {
     "ORCA_LAUNCHER__LOCAL_ENGINE_ARGS": json.dumps(SLOW_ENGINE),
     "ORCA_LAUNCHER__LOCAL_SWAP_PROFILES": json.dumps(PROFILES),
     "ORCA_LAUNCHER__SWAP_GRACE_S": "20",
+    "ORCA_DASHBOARD__REQUEST_TIMEOUT_S": "2",
 }
 WAIT_MS = 60_000
 expect.set_options(timeout=WAIT_MS)
@@ -258,6 +259,23 @@ def test_swap_from_the_ui_on_the_local_launcher(pages: Pages, stack: Stack) -> N
     assert "fast-tp1-pp1-local" in pools and "drained" in pools
     done = stack.job(job["id"])
     assert done["swaps"][-1]["state"] == "done" and done["request_counts"]["completed"] == 160
+
+
+def test_a_request_that_never_answers_does_not_freeze_the_page(pages: Pages, stack: Stack, small_job: str) -> None:
+    page = pages.signed_in(stack.token)
+    held = []
+
+    def hold_the_first(route) -> None:
+        if not held:
+            held.append(route)  # never answered: the page must give up on it and poll again
+        else:
+            route.continue_()
+
+    page.route(f"**/dashboard/api/jobs/{small_job}", hold_the_first)
+    page.goto(f"/jobs/{small_job}")
+    expect(page.locator("#job-status")).to_have_attribute("data-status", "completed")
+    expect(page.locator("#n-percent")).to_have_text("100%")
+    assert len(held) == 1
 
 
 def test_another_user_gets_404_on_the_job_page(pages: Pages, stack: Stack, small_job: str) -> None:

@@ -74,7 +74,8 @@ def static_url(name: str) -> str:
 def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
     settings = service(request).settings.dashboard
     html = _templates.get_template(template).render(
-        static=static_url, poll_ms=int(settings.poll_s * 1000), user=context.pop("user", None), **context)
+        static=static_url, poll_ms=int(settings.poll_s * 1000),
+        request_timeout_ms=int(settings.request_timeout_s * 1000), user=context.pop("user", None), **context)
     return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
 
 

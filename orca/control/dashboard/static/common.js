@@ -3,6 +3,7 @@
 
 const orca = (() => {
   const pollMs = Number(document.body.dataset.pollMs) || 2000;
+  const requestTimeoutMs = Number(document.body.dataset.requestTimeoutMs) || 15000;
 
   /** Build an element: el("td", {class: "num"}, "text", childNode, ...). Text is never parsed as HTML. */
   function el(tag, attrs, ...children) {
@@ -62,9 +63,11 @@ const orca = (() => {
 
   function label(s) { return String(s || "").replace(/_/g, " "); }
 
-  /** fetch JSON from the dashboard's own API; a lost session goes back to the sign-in page. */
+  /** fetch JSON from the dashboard's own API; a lost session goes back to the sign-in page. A call with no
+      answer within requestTimeoutMs fails (and a poll retries it) instead of waiting forever. */
   async function api(path, options) {
-    const opts = Object.assign({credentials: "same-origin", headers: {}}, options || {});
+    const opts = Object.assign({credentials: "same-origin", headers: {}, signal: AbortSignal.timeout(requestTimeoutMs)},
+                               options || {});
     if (opts.json !== undefined) {
       opts.body = JSON.stringify(opts.json);
       opts.headers["content-type"] = "application/json";
