@@ -220,7 +220,7 @@ class LauncherSettings(BaseModel):
 class DashboardSettings(BaseModel):
     session_ttl_s: float = Field(8 * 3600.0, description="A dashboard sign-in lasts a working day; a stolen session cookie is worthless after that (log out ends it at once).")
     poll_s: float = Field(2.0, description="Live page refresh period: one small GET per open page every 2 s looks live and costs the server little.")
-    request_timeout_s: float = Field(15.0, description="A page's API call that has not answered in this long is abandoned and retried on the next poll: one hung request never freezes a live page.")
+    request_timeout_s: float = Field(15.0, description="A page's read of the API that has not answered in this long is abandoned and retried on the next poll: one hung request never freezes a live page.")
     sample_every_s: float = Field(5.0, description="Least time between two progress/cost samples of a job for the charts (the controller takes them).")
     series_max_points: int = Field(720, description="Samples kept per job: the gap between samples grows with the deadline so a whole job fits (a 24 h job: one per 2 min).")
     at_risk_fraction: float = Field(0.8, description="A running job whose ETA uses more than this share of the time left to its deadline is shown 'at risk'.")

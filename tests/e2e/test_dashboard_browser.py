@@ -37,7 +37,7 @@ UI = {
     "ORCA_LAUNCHER__LOCAL_ENGINE_ARGS": json.dumps(SLOW_ENGINE),
     "ORCA_LAUNCHER__LOCAL_SWAP_PROFILES": json.dumps(PROFILES),
     "ORCA_LAUNCHER__SWAP_GRACE_S": "20",
-    "ORCA_DASHBOARD__REQUEST_TIMEOUT_S": "2",
+    "ORCA_DASHBOARD__REQUEST_TIMEOUT_S": "5",
 }
 WAIT_MS = 60_000
 expect.set_options(timeout=WAIT_MS)
@@ -276,6 +276,34 @@ def test_a_request_that_never_answers_does_not_freeze_the_page(pages: Pages, sta
     expect(page.locator("#job-status")).to_have_attribute("data-status", "completed")
     expect(page.locator("#n-percent")).to_have_text("100%")
     assert len(held) == 1
+
+
+@pytest.mark.parametrize("closing", ["swap", "replica"])
+def test_the_page_polls_until_the_swap_and_workers_of_an_ended_job_are_closed(pages: Pages, stack: Stack, small_job: str,
+                                                                             closing: str) -> None:
+    """The controller closes a swap and stops the workers on the ticks after a job ends: a page that read the
+    ended job while either was still open keeps polling until it sees them closed."""
+    page = pages.signed_in(stack.token)
+    doctored = []
+
+    def first_answer_mid_close(route) -> None:
+        response = route.fetch()
+        data = response.json()
+        if not doctored:  # the job ended and is assembled, its swap or a worker not yet closed
+            doctored.append(data)
+            if closing == "swap":
+                data["swaps"] = [{"from_pool": "cpu-tp1-pp1-local", "to_pool": "fast-tp1-pp1-local", "state": "draining",
+                                  "started_at": data["now"], "cost_usd": {}}]
+            else:
+                data["replicas"] = [{**data["replicas"][0], "state": "running", "message": "still running"}]
+        route.fulfill(response=response, json=data)
+
+    page.route(f"**/dashboard/api/jobs/{small_job}*", first_answer_mid_close)
+    page.goto(f"/jobs/{small_job}")
+    expect(page.locator("#job-status")).to_have_attribute("data-status", "completed")
+    expect(page.locator("#swaps-empty")).to_be_visible()
+    expect(page.locator("#replicas-body")).not_to_contain_text("still running")
+    assert doctored and doctored[0]["job"]["output_available"]
 
 
 def test_another_user_gets_404_on_the_job_page(pages: Pages, stack: Stack, small_job: str) -> None:

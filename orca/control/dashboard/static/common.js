@@ -63,11 +63,12 @@ const orca = (() => {
 
   function label(s) { return String(s || "").replace(/_/g, " "); }
 
-  /** fetch JSON from the dashboard's own API; a lost session goes back to the sign-in page. A call with no
-      answer within requestTimeoutMs fails (and a poll retries it) instead of waiting forever. */
+  /** fetch JSON from the dashboard's own API; a lost session goes back to the sign-in page. A read (GET) with
+      no answer within requestTimeoutMs fails, and a poll retries it, instead of waiting forever; actions (an
+      upload, a swap) are not cut short. */
   async function api(path, options) {
-    const opts = Object.assign({credentials: "same-origin", headers: {}, signal: AbortSignal.timeout(requestTimeoutMs)},
-                               options || {});
+    const opts = Object.assign({credentials: "same-origin", headers: {}}, options || {});
+    if (!opts.method || opts.method === "GET") opts.signal = AbortSignal.timeout(requestTimeoutMs);
     if (opts.json !== undefined) {
       opts.body = JSON.stringify(opts.json);
       opts.headers["content-type"] = "application/json";

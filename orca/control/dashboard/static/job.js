@@ -8,6 +8,7 @@
   const jobId = root.dataset.jobId;
   const base = "/dashboard/api/jobs/" + encodeURIComponent(jobId);
   const TERMINAL = ["completed", "failed", "cancelled", "expired"];
+  const LIVE_REPLICA = ["provisioning", "starting", "running", "draining"];
   const samples = [];          // every sample seen so far, oldest first
   let last = null;             // the latest detail from the server
 
@@ -212,8 +213,11 @@
     drawTables(d);
     drawActions(d);
     drawCharts(d);
-    // Stop polling once the job has ended and its (partial) results are assembled: nothing changes after that.
-    return !(TERMINAL.includes(d.job.status) && (d.job.output_available || !d.job.progress.chunks_total));
+    // Stop polling once nothing can change any more: the job has ended, its (partial) results are assembled,
+    // its swap is closed and its workers are stopped (the controller does the last two on the ticks after the end).
+    const ended = TERMINAL.includes(d.job.status) && (d.job.output_available || !d.job.progress.chunks_total);
+    const swapping = d.swaps.some(s => s.state === "launching" || s.state === "draining");
+    return !(ended && !swapping && !d.replicas.some(r => LIVE_REPLICA.includes(r.state)));
   }
 
   function actionError(e) { show("action-error", e ? e.message : ""); }
