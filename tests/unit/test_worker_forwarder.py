@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 
 import pytest
@@ -132,3 +133,30 @@ def test_429_is_transient(fake):
     body = {**COMPLETION, "fake_fail": {"status": 429, "times": 1}}
     [line] = forward_all(fake.url, [RequestLine(0, "busy", "POST", "/v1/completions", body)])
     assert line["error"] is None and sum(fake.stats.failures_served.values()) == 1
+
+
+def test_a_cancelled_request_is_aborted_at_the_engine(tmp_path, monkeypatch):
+    """A worker that lets a chunk go cancels its requests in flight; the connection ends and the engine aborts
+    them (vLLM does so for a client that disconnects; the fake engine does the same): nothing is answered or
+    logged as given after the cancel, and the slot is free again."""
+    monkeypatch.setenv("ORCA_FAKE_ANSWER_LOG", str(tmp_path))
+    body = {**COMPLETION, "user": "slow-one", "fake_delay_s": 1.0}
+    with FakeOpenAIServer(slots=4, keep_log=True) as server:
+        engine = ExternalEngine(EngineSpec(kind="external", url=server.url), EngineSettings())
+
+        async def run() -> None:
+            fw = Forwarder(engine, "job1", 4, FAST, EngineSettings(), Meter())
+            try:
+                task = await fw.submit("chunk1", RequestLine(0, "slow", "POST", "/v1/completions", body))
+                await asyncio.sleep(0.3)
+                assert server.stats.in_flight == 1
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await asyncio.sleep(1.2)  # past the request's own latency
+            finally:
+                await fw.aclose()
+
+        asyncio.run(run())
+        assert server.stats.in_flight == 0 and server.stats.log == []
+    events = [json.loads(line)["ev"] for f in tmp_path.glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert events == ["start"]

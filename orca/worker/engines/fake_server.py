@@ -16,6 +16,9 @@ Failure injection, read from the request body (which the worker forwards as is):
 * ``"fake_delay_s": 1.5`` - this request's own latency.
 * ``"fake_hang": true`` - never answer (a hung engine).
 
+A request whose client hangs up before its answer is aborted, as vLLM's server aborts one whose client
+disconnected: it is never answered nor logged "done", and its slot is free at once.
+
 ``ORCA_FAKE_ANSWER_LOG=DIR`` (the chaos bench): the server appends one JSON line per request to
 ``DIR/<parent pid>-<port>.jsonl`` when it starts (``{"ev": "start", "user", "t"}``) and when it
 answers (``{"ev": "done", "user", "id", "t"}``; ``id`` is the response id, unique per server, and
@@ -141,7 +144,10 @@ class FakeOpenAIServer:
                         k, v = line.split(":", 1)
                         headers[k.strip().lower()] = v.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                status, payload = await self._route(method, path.split("?", 1)[0], body)
+                answer = await self._answer_unless_hung_up(reader, self._route(method, path.split("?", 1)[0], body))
+                if answer is None:
+                    break
+                status, payload = answer
                 data = json.dumps(payload).encode()
                 writer.write(
                     f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"
@@ -155,6 +161,24 @@ class FakeOpenAIServer:
             pass
         finally:
             writer.close()
+
+    @staticmethod
+    async def _answer_unless_hung_up(reader: asyncio.StreamReader, routed) -> tuple[int, dict] | None:
+        """The request's answer, or None when its client hangs up first: the request is then aborted (never
+        answered, never logged "done"), as vLLM's server aborts a request whose client disconnected. Clients
+        of this server never pipeline, so the only thing the connection can carry meanwhile is its end."""
+        route = asyncio.ensure_future(routed)
+        hangup = asyncio.ensure_future(reader.read(1))
+        try:
+            await asyncio.wait({route, hangup}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (route, hangup):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(route, hangup, return_exceptions=True)
+        if not hangup.cancelled():  # the connection ended (or carried something else) before the answer
+            return None
+        return route.result()
 
     async def _route(self, method: str, path: str, raw: bytes) -> tuple[int, dict]:
         if method == "GET" and path == "/health":
