@@ -1,6 +1,6 @@
-"""`orca plan` as users run it (the installed `orca` script in a subprocess): a table in under a
-second, parseable --json, line-numbered errors for a bad file, and nothing started or imported
-beyond what planning needs."""
+"""`orca plan` as users run it (the installed `orca` script in a subprocess): a table (its speed is
+measured by bench/cli_plan.py), parseable --json, line-numbered errors for a bad file, and nothing
+started or imported beyond what planning needs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -29,15 +28,9 @@ def run(env, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([ORCA, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
-def test_plan_prints_a_table_in_under_a_second(env):
-    best = None
-    for _ in range(3):  # best of three: a busy 2-core machine can stall any single process start
-        t0 = time.perf_counter()
-        r = run(env, "plan", CHAT, "--deadline", "2h")
-        elapsed = time.perf_counter() - t0
-        assert r.returncode == 0, r.stderr
-        best = elapsed if best is None else min(best, elapsed)
-    assert best < 1.0, f"orca plan took {best:.2f} s"
+def test_plan_prints_a_table(env):
+    r = run(env, "plan", CHAT, "--deadline", "2h")  # its speed: bench/cli_plan.py
+    assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].startswith("40 requests to HuggingFaceTB/SmolLM2-135M-Instruct (/v1/chat/completions)")
     assert lines[1].split() == ["GPU", "TP/PP", "MARKET", "REGION", "REPLICAS", "ETA", "COST", "RISK"]
